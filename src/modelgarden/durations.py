@@ -1,0 +1,100 @@
+"""Durations as Ollama spells them: ``keep_alive`` values and ``OLLAMA_KEEP_ALIVE``.
+
+Rules (Ollama's ``api.Duration``):
+
+* a JSON number is seconds (fractions are truncated); a negative number means forever;
+* a string is a Go duration (``"5m"``, ``"1h30m"``, ``"300ms"``, ``"-1m"``); a negative one
+  means forever; a bare number in a string (``"300"``) is seconds, as ``OLLAMA_KEEP_ALIVE``
+  accepts;
+* anything else is an error.
+
+``FOREVER`` (``math.inf``) stands for "never unload".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+FOREVER = math.inf
+
+_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Parse a Go duration string into seconds. Raises ``ValueError`` when malformed."""
+    s = text.strip()
+    if not s:
+        raise ValueError("empty duration")
+    sign = 1.0
+    if s[0] in "+-":
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    pos = 0
+    total = 0.0
+    while pos < len(s):
+        match = _PART.match(s, pos)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos == 0:
+        raise ValueError(f"invalid duration {text!r}")
+    return sign * total
+
+
+def parse_keep_alive(value: object) -> float:
+    """Turn a ``keep_alive`` value into seconds; ``FOREVER`` for negative values.
+
+    Raises ``ValueError`` with a message fit for the client when the value is not valid.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"keep_alive must be a number of seconds or a duration, not {value!r}")
+    if isinstance(value, int | float):
+        if math.isnan(value):
+            raise ValueError("keep_alive must not be NaN")
+        return FOREVER if value < 0 else float(int(value))
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                seconds = parse_go_duration(text)
+            except ValueError:
+                raise ValueError(
+                    f"invalid keep_alive {value!r}: use seconds (300) or a duration "
+                    "such as '5m', '1h' or '-1m'"
+                ) from None
+        else:
+            if math.isnan(seconds):
+                raise ValueError("keep_alive must not be NaN")
+            seconds = float(int(seconds)) if seconds >= 0 else seconds
+        return FOREVER if seconds < 0 else seconds
+    raise ValueError(f"keep_alive must be a number of seconds or a duration, not {value!r}")
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds the way Go prints a duration (``5m0s``), or ``forever``."""
+    if math.isinf(seconds):
+        return "forever"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
