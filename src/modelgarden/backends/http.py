@@ -1,0 +1,86 @@
+"""HTTP plumbing shared by every backend that is reached over HTTP (runners included).
+
+One place maps an upstream's failures to :mod:`modelgarden.errors`: refused connections,
+error statuses with their messages, and streams that break off half-way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+
+from modelgarden.errors import (
+    BackendUnavailable,
+    BadRequest,
+    GardenError,
+    NotFound,
+    Overloaded,
+    RateLimited,
+    Unauthorized,
+)
+
+_BY_STATUS: dict[int, type[GardenError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    429: RateLimited,
+    503: Overloaded,
+}
+
+
+def new_session(*, connect_timeout: float = 10.0) -> aiohttp.ClientSession:
+    """A client session tuned for relaying: pooled keep-alive, no body decoding."""
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        json_serialize=lambda obj: orjson.dumps(obj).decode(),
+    )
+
+
+def error_message(raw: bytes) -> str:
+    """The message inside an error body in either family's shape, else the raw text."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode(errors="replace").strip()[:500] or "no message"
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        return str(err)
+    return str(data)
+
+
+def status_error(
+    status: int, raw: bytes, fallback: type[GardenError] = BackendUnavailable
+) -> GardenError:
+    """The typed error for an upstream's non-200 answer."""
+    cls = _BY_STATUS.get(status, fallback)
+    return cls(error_message(raw))
+
+
+async def iter_body(
+    response: aiohttp.ClientResponse,
+    broken: type[GardenError] = BackendUnavailable,
+    what: str = "backend",
+) -> AsyncIterator[bytes]:
+    """The upstream body as it arrives; a connection that breaks raises ``broken``."""
+    complete = False
+    try:
+        async for chunk in response.content.iter_any():
+            yield chunk
+        complete = True
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise broken(f"{what} stopped answering mid-response: {reason}") from None
+    finally:
+        if complete:
+            response.release()
+        else:
+            response.close()  # an abandoned stream closes the connection: the upstream stops

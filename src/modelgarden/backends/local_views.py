@@ -1,0 +1,134 @@
+"""How the local store's models look on the Ollama API: tags, show, ps and capabilities."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelgarden.lifecycle.scheduler import LoadedModel
+from modelgarden.options import format_parameters
+from modelgarden.store.gguf import GGUFInfo
+from modelgarden.store.modelfile import render_modelfile
+from modelgarden.store.store import LocalModel
+from modelgarden.wire.ollama import ListModel, ModelDetails, PsModel, ShowResponse
+
+#: Architectures that only embed (no text generation).
+EMBEDDING_ARCHS = frozenset(
+    {
+        "bert",
+        "nomic-bert",
+        "nomic-bert-moe",
+        "jina-bert-v2",
+        "t5encoder",
+        "xlm-roberta",
+        "modernbert",
+    }
+)
+#: What ``expires_at`` says for a model that never unloads (Go's time + MaxInt64, as Ollama).
+NEVER = timedelta(days=292 * 365)
+
+
+def capabilities(model: LocalModel, info: GGUFInfo) -> list[str]:
+    """Ollama capability names for a local model.
+
+    Every generating model gets ``tools``: when its template does not describe tools, the
+    runner describes them in the system prompt and parses the calls from the answer.
+    """
+    if info.architecture in EMBEDDING_ARCHS or "pooling_type" in "".join(info.metadata):
+        return ["embedding"]
+    caps = ["completion", "tools"]
+    fim = all(
+        f"tokenizer.ggml.fim_{part}_token_id" in info.metadata for part in ("pre", "suf", "mid")
+    )
+    if fim or (model.template and ".Suffix" in model.template):
+        caps.append("insert")
+    return caps
+
+
+def details(model: LocalModel) -> ModelDetails:
+    """``details`` from the manifest's config blob."""
+    return ModelDetails(**model.details)
+
+
+def list_entry(model: LocalModel) -> ListModel:
+    """One ``/api/tags`` entry."""
+    return ListModel(
+        name=model.name,
+        model=model.name,
+        modified_at=model.modified_at,
+        size=model.size,
+        digest=model.digest,
+        details=details(model),
+    )
+
+
+def show(model: LocalModel, info: GGUFInfo, verbose: bool) -> ShowResponse:
+    """The ``/api/show`` answer; ``template`` falls back to the GGUF's own chat template."""
+    return ShowResponse(
+        license="\n".join(model.licenses),
+        modelfile=render_modelfile(
+            name=model.name,
+            from_=str(model.model_path),
+            template=model.template,
+            system=model.system,
+            parameters=model.parameters,
+            licenses=model.licenses,
+            messages=model.messages,
+        ),
+        parameters=format_parameters(model.parameters),
+        template=model.template or info.chat_template or "",
+        system=model.system or "",
+        details=details(model),
+        messages=model.messages or None,
+        model_info=info.model_info(verbose),
+        capabilities=capabilities(model, info),
+        modified_at=model.modified_at,
+    )
+
+
+def ps_entry(loaded: LoadedModel) -> PsModel:
+    """One ``/api/ps`` entry for a loaded model."""
+    model: LocalModel = loaded.info
+    expires = loaded.expires_wall()
+    expires_at = (
+        datetime.now(UTC) + NEVER
+        if math.isinf(expires)
+        else datetime.fromtimestamp(expires, tz=UTC)
+    )
+    return PsModel(
+        name=model.name,
+        model=model.name,
+        size=loaded.size,
+        digest=model.digest,
+        details=details(model),
+        expires_at=expires_at,
+        size_vram=0,
+        context_length=loaded.spec.num_ctx,
+    )
+
+
+def estimate_size(info: GGUFInfo, file_size: int, num_ctx: int, runners: int = 1) -> int:
+    """Memory a loaded model needs: weights, plus an f16 KV cache per runner, plus overhead."""
+    layers = int(info.arch_value("block_count", 0) or 0)
+    heads = int(info.arch_value("attention.head_count", 1) or 1)
+    kv_heads = int(info.arch_value("attention.head_count_kv", heads) or heads)
+    embd = int(info.arch_value("embedding_length", 0) or 0)
+    head_dim = int(info.arch_value("attention.key_length", 0) or 0) or (embd // max(heads, 1))
+    kv = 2 * layers * num_ctx * kv_heads * head_dim * 2
+    return file_size + runners * kv
+
+
+def load_record(model_name: str, endpoint: str, reason: str) -> dict[str, Any]:
+    """The single record answering an empty request: ``done_reason`` load or unload."""
+    record: dict[str, Any] = {
+        "model": model_name,
+        "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    if endpoint == "chat":
+        record["message"] = {"role": "assistant", "content": ""}
+    else:
+        record["response"] = ""
+    record["done"] = True
+    record["done_reason"] = reason
+    return record
