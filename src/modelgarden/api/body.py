@@ -1,0 +1,50 @@
+"""Reading request bodies: JSON parsed once with orjson, validated with the wire models."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from modelgarden.errors import BadRequest
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The body as a JSON object; :class:`BadRequest` for anything else."""
+    raw = await request.body()
+    if not raw.strip():
+        raise BadRequest("missing request body")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"invalid JSON in request body: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data
+
+
+def describe(exc: ValidationError) -> tuple[str, str | None]:
+    """A one-line message for the first validation error, and the parameter it names."""
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return (f"invalid request: {loc}: {msg}" if loc else f"invalid request: {msg}"), loc or None
+
+
+def validate(model: type[M], data: dict[str, Any]) -> M:
+    """Validate a parsed body against a wire model; :class:`BadRequest` when it does not fit."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message, param = describe(exc)
+        raise BadRequest(message, param=param) from None
+
+
+async def parse(request: Request, model: type[M]) -> tuple[M, dict[str, Any]]:
+    """Read, parse and validate; returns the typed request and the raw object."""
+    data = await read_json(request)
+    return validate(model, data), data

@@ -1,0 +1,180 @@
+"""Sending a backend's answer to the client: the hot path.
+
+:class:`ClientWatch` notices a client that goes away, from the moment the request body
+is read: while the request waits for a runner slot (it leaves the queue) and while the
+answer streams (the backend's answer is closed, which stops the generation).
+
+:class:`RelayResponse` is a bare ASGI response. A streamed answer goes out chunk by chunk
+exactly as the backend wrote it (no re-encoding); only the last bytes are kept, to tell
+whether the stream ended with its final record. If the backend fails mid-stream, or the
+stream ends without its final record, the client gets one last error record in its own
+API's framing. A non-streamed answer is read whole first, so that an error inside it still
+gets a real status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import orjson
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from modelgarden.api.errors import ollama_error_line
+from modelgarden.backends.base import BackendResponse
+from modelgarden.errors import ClientClosed, GardenError
+
+T = TypeVar("T")
+TAIL = 4096
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How one API family frames answers: stream end check, error records, error bodies."""
+
+    #: Whether the last bytes of a stream hold its final record.
+    complete: Callable[[bytes], bool]
+    #: The bytes of a final error record, for a stream that failed after it began.
+    error_record: Callable[[str], bytes]
+    #: The status a whole (non-streamed) body deserves: 200 unless it is an error.
+    body_status: Callable[[bytes], int]
+    #: A whole error body for a message.
+    error_body: Callable[[GardenError], bytes]
+
+
+def _ndjson_complete(tail: bytes) -> bool:
+    line = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return b'"done":true' in line.replace(b" ", b"") or line.startswith(b'{"error"')
+
+
+NDJSON = Framing(
+    complete=_ndjson_complete,
+    error_record=ollama_error_line,
+    body_status=lambda body: 500 if body.startswith(b'{"error"') else 200,
+    error_body=lambda exc: orjson.dumps({"error": exc.message}),
+)
+
+
+class ClientWatch:
+    """Watches a request's ASGI receive channel for the client disconnecting."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.future: asyncio.Future[None] = asyncio.ensure_future(self._wait(receive))
+
+    @staticmethod
+    async def _wait(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    @property
+    def gone(self) -> bool:
+        """Whether the client has disconnected."""
+        return self.future.done() and not self.future.cancelled()
+
+    async def guard(self, work: Awaitable[T], on_abandon: Callable[[T], Awaitable[None]]) -> T:
+        """Await ``work`` unless the client leaves first (then raise :class:`ClientClosed`)."""
+        task = asyncio.ensure_future(work)
+        await asyncio.wait((task, self.future), return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        try:
+            result = await task
+        except (asyncio.CancelledError, GardenError):
+            pass
+        else:
+            await on_abandon(result)
+        raise ClientClosed("client disconnected")
+
+    def stop(self) -> None:
+        """Stop watching (the response is complete)."""
+        self.future.cancel()
+
+
+class RelayResponse(Response):
+    """ASGI response that relays a :class:`BackendResponse` to the client.
+
+    A :class:`starlette.responses.Response` only so that frameworks pass it through; it
+    sends everything itself in ``__call__``.
+    """
+
+    def __init__(
+        self,
+        upstream: BackendResponse,
+        *,
+        stream: bool,
+        watch: ClientWatch,
+        framing: Framing = NDJSON,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.status_code = upstream.status
+        self.background = None
+        self.upstream = upstream
+        self.stream = stream
+        self.watch = watch
+        self.framing = framing
+        self.extra_headers = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+        #: The last bytes relayed, holding the final record (for usage accounting).
+        self.tail = b""
+
+    def _start(self, status: int, media_type: str) -> dict[str, object]:
+        headers = [(b"content-type", media_type.encode()), *self.extra_headers]
+        return {"type": "http.response.start", "status": status, "headers": headers}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_disconnect(_: asyncio.Future[None]) -> None:
+            if self.watch.gone:
+                task.cancel()
+
+        self.watch.future.add_done_callback(on_disconnect)
+        try:
+            if self.stream:
+                await self._relay(send)
+            else:
+                await self._whole(send)
+        except asyncio.CancelledError:
+            if not self.watch.gone:
+                raise
+            task.uncancel()
+        finally:
+            self.watch.future.remove_done_callback(on_disconnect)
+            self.watch.stop()
+            await self.upstream.close()
+
+    async def _relay(self, send: Send) -> None:
+        await send(self._start(self.upstream.status, self.upstream.media_type))
+        tail = b""
+        try:
+            async for chunk in self.upstream.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                tail = (tail + chunk)[-TAIL:] if len(chunk) < TAIL else chunk[-TAIL:]
+        except GardenError as exc:
+            last = self.framing.error_record(exc.message)
+        else:
+            if self.framing.complete(tail):
+                self.tail, last = tail, b""
+            else:
+                last = self.framing.error_record("the backend closed the stream early")
+        await send({"type": "http.response.body", "body": last, "more_body": False})
+
+    async def _whole(self, send: Send) -> None:
+        parts: list[bytes] = []
+        try:
+            async for chunk in self.upstream.body:
+                parts.append(chunk)
+        except GardenError as exc:
+            body, status = self.framing.error_body(exc), exc.status
+        else:
+            body = b"".join(parts)
+            status = self.upstream.status
+            if status == 200:
+                status = self.framing.body_status(body)
+            self.tail = body[-TAIL:]
+        await send(self._start(status, "application/json"))
+        await send({"type": "http.response.body", "body": body, "more_body": False})
