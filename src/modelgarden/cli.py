@@ -1,0 +1,325 @@
+"""The ``garden`` command: the verbs people know from ``ollama``, over the HTTP client.
+
+Every command but ``serve`` talks to a running server (``GARDEN_HOST``/``OLLAMA_HOST``,
+default ``127.0.0.1:11434``). Failures print one line, ``Error: ...``, and exit 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from modelgarden import __version__
+from modelgarden.client import Client, ClientError, Unavailable
+from modelgarden.wire.ollama import ChatResponse
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn client and setting errors into one line on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from modelgarden.config import ConfigError
+
+        try:
+            return fn(*args, **kwargs)
+        except Unavailable:
+            client = Client()
+            _fail(
+                f"could not connect to a running server at {client.base_url} "
+                "(start one with `garden serve`)"
+            )
+        except (ClientError, ConfigError) as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def human_size(n: float) -> str:
+    """Bytes as Ollama prints them (``98 MB``)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB", "MB") else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def human_ago(when: datetime) -> str:
+    """A past moment as ``5 minutes ago``."""
+    seconds = max((datetime.now(UTC) - when).total_seconds(), 0)
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''} ago"
+    return "Less than a minute ago"
+
+
+def human_until(when: datetime) -> str:
+    """A future moment as ``4 minutes from now`` (``Forever`` for far ones)."""
+    seconds = (when - datetime.now(UTC)).total_seconds()
+    if seconds > 100 * 365 * 86400:
+        return "Forever"
+    if seconds < 60:
+        return "Less than a minute from now"
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''} from now"
+    return "Now"
+
+
+def table(rows: list[list[str]]) -> None:
+    """Print columns padded like ``ollama list``."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("    ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-v", "--version", prog_name="garden")
+def main() -> None:
+    """modelgarden: a drop-in Ollama and OpenAI-compatible model gateway."""
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default 127.0.0.1:11434; env OLLAMA_HOST).")
+@click.option("--models", "models_dir", type=click.Path(path_type=Path), help="Models folder.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="garden.toml path.")
+@handles_errors
+def serve(host: str | None, models_dir: Path | None, config_file: Path | None) -> None:
+    """Start the gateway (serves the default model smollm2:135m out of the box)."""
+    from modelgarden.config import find_config_file, load_settings
+    from modelgarden.server import serve as run_server
+
+    settings = load_settings(find_config_file(config_file), host=host, models_dir=models_dir)
+    run_server(settings)
+
+
+@main.command("list")
+@handles_errors
+def list_models() -> None:
+    """List installed models."""
+    with Client() as client:
+        models = client.list().models
+    rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
+    rows += [[m.name, m.digest[:12], human_size(m.size), human_ago(m.modified_at)] for m in models]
+    table(rows)
+
+
+main.add_command(list_models, "ls")
+
+
+@main.command()
+@handles_errors
+def ps() -> None:
+    """List models loaded in memory."""
+    with Client() as client:
+        models = client.ps().models
+    rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
+    for m in models:
+        processor = "100% GPU" if m.size_vram >= m.size > 0 else "100% CPU"
+        rows.append(
+            [
+                m.name,
+                m.digest[:12],
+                human_size(m.size),
+                processor,
+                str(m.context_length),
+                human_until(m.expires_at),
+            ]
+        )
+    table(rows)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--modelfile", "part", flag_value="modelfile", help="Show the Modelfile.")
+@click.option("--parameters", "part", flag_value="parameters", help="Show the parameters.")
+@click.option("--template", "part", flag_value="template", help="Show the template.")
+@click.option("--system", "part", flag_value="system", help="Show the system prompt.")
+@click.option("--license", "part", flag_value="license", help="Show the license.")
+@handles_errors
+def show(model: str, part: str | None) -> None:
+    """Show information about a model."""
+    with Client() as client:
+        info = client.show(model)
+    if part:
+        click.echo(getattr(info, part))
+        return
+    d = info.details
+    click.echo("  Model")
+    for label, value in (
+        ("architecture", d.family),
+        ("parameters", d.parameter_size),
+        ("context length", str(info.model_info.get(f"{d.family}.context_length", ""))),
+        ("embedding length", str(info.model_info.get(f"{d.family}.embedding_length", ""))),
+        ("quantization", d.quantization_level),
+    ):
+        click.echo(f"    {label:<20}{value}")
+    click.echo("\n  Capabilities")
+    for cap in info.capabilities:
+        click.echo(f"    {cap}")
+    if info.parameters:
+        click.echo("\n  Parameters")
+        for line in info.parameters.splitlines():
+            click.echo(f"    {line}")
+    click.echo()
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A GGUF file, or a Modelfile whose FROM names a GGUF file or a model.",
+)
+@handles_errors
+def create(name: str, path: Path) -> None:
+    """Create a model from a GGUF file or a Modelfile."""
+    from modelgarden.cli_create import create_request
+
+    with Client() as client:
+        request = create_request(client, path)
+        for record in client.create(name, **request):
+            click.echo(record.status, err=True)
+
+
+@main.command("rm")
+@click.argument("models", nargs=-1, required=True)
+@handles_errors
+def rm(models: tuple[str, ...]) -> None:
+    """Remove models."""
+    with Client() as client:
+        for model in models:
+            client.delete(model)
+            click.echo(f"deleted '{model}'")
+
+
+@main.command("cp")
+@click.argument("source")
+@click.argument("destination")
+@handles_errors
+def cp(source: str, destination: str) -> None:
+    """Copy a model under another name."""
+    with Client() as client:
+        client.copy(source, destination)
+    click.echo(f"copied '{source}' to '{destination}'")
+
+
+@main.command()
+@click.argument("model")
+@handles_errors
+def stop(model: str) -> None:
+    """Unload a model from memory."""
+    with Client() as client:
+        client.generate(model, "", keep_alive=0)
+
+
+@main.command()
+@click.argument("model")
+@click.argument("prompt", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["json"]), help="Answer in JSON.")
+@click.option("--keepalive", help="How long to keep the model loaded (e.g. 5m).")
+@click.option("--verbose", is_flag=True, help="Print timings after each answer.")
+@handles_errors
+def run(
+    model: str, prompt: tuple[str, ...], fmt: str | None, keepalive: str | None, verbose: bool
+) -> None:
+    """Chat with a model: answer PROMPT, or talk interactively when no prompt is given."""
+    text = " ".join(prompt)
+    if not text and not sys.stdin.isatty():
+        text = sys.stdin.read()
+    with Client() as client:
+        if text:
+            _answer(client, model, [{"role": "user", "content": text}], fmt, keepalive, verbose)
+            return
+        _interactive(client, model, fmt, keepalive, verbose)
+
+
+def _answer(
+    client: Client,
+    model: str,
+    messages: list[dict[str, Any]],
+    fmt: str | None,
+    keepalive: str | None,
+    verbose: bool,
+) -> str:
+    chunks: Iterator[ChatResponse] = client.chat(
+        model, messages, stream=True, format=fmt, keep_alive=keepalive
+    )
+    parts: list[str] = []
+    last: ChatResponse | None = None
+    for chunk in chunks:
+        piece = chunk.message.content or ""
+        parts.append(piece)
+        click.echo(piece, nl=False)
+        last = chunk
+    click.echo()
+    if verbose and last is not None:
+        _stats(last)
+    return "".join(parts)
+
+
+def _stats(r: ChatResponse) -> None:
+    def sec(ns: int | None) -> str:
+        return f"{(ns or 0) / 1e9:.3f}s"
+
+    rate = (r.eval_count or 0) / max((r.eval_duration or 1) / 1e9, 1e-9)
+    for line in (
+        f"total duration:       {sec(r.total_duration)}",
+        f"load duration:        {sec(r.load_duration)}",
+        f"prompt eval count:    {r.prompt_eval_count} token(s)",
+        f"prompt eval duration: {sec(r.prompt_eval_duration)}",
+        f"eval count:           {r.eval_count} token(s)",
+        f"eval duration:        {sec(r.eval_duration)}",
+        f"eval rate:            {rate:.2f} tokens/s",
+    ):
+        click.echo(line, err=True)
+
+
+def _interactive(
+    client: Client, model: str, fmt: str | None, keepalive: str | None, verbose: bool
+) -> None:
+    client.chat(model, [], keep_alive=keepalive)  # load now; fails early if unknown
+    messages: list[dict[str, Any]] = []
+    while True:
+        try:
+            line = input(">>> ")
+        except EOFError:
+            click.echo()
+            return
+        if line.strip() in ("/bye", "/exit"):
+            return
+        if line.strip() == "/clear":
+            messages.clear()
+            click.echo("Cleared session context")
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        answer = _answer(client, model, messages, fmt, keepalive, verbose)
+        messages.append({"role": "assistant", "content": answer})
+        click.echo()
+
+
+if __name__ == "__main__":
+    main()
