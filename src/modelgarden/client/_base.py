@@ -7,6 +7,7 @@ an HTTP exchange with ``httpx`` and hands the bytes back here to be parsed.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,20 +21,26 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def resolve_host(host: str | None = None) -> str:
-    """Base URL from the argument, else ``GARDEN_HOST``, else ``OLLAMA_HOST``, else default."""
-    raw = host or os.environ.get("GARDEN_HOST") or os.environ.get("OLLAMA_HOST") or ""
-    scheme = "https" if raw.startswith("https://") else "http"
-    path = ""
+    """Base URL from the argument, else ``GARDEN_HOST``, else ``OLLAMA_HOST``, else default.
+
+    As the ``ollama`` client does: no scheme means ``http`` and port 11434; a scheme without
+    a port means that scheme's port (80 or 443); a path prefix is kept; ``0.0.0.0`` (an
+    address to listen on) is reached through 127.0.0.1.
+    """
+    raw = (host or os.environ.get("GARDEN_HOST") or os.environ.get("OLLAMA_HOST") or "").strip()
+    scheme, rest = "http", raw
     if "://" in raw:
-        rest = raw.split("://", 1)[1]
-        if "/" in rest:
-            path = "/" + rest.split("/", 1)[1].rstrip("/")
-    name, port = parse_host(raw) if raw else (DEFAULT_HOST, DEFAULT_PORT)
+        scheme, rest = raw.split("://", 1)
+    hostport, _, path = rest.partition("/")
+    name, port = parse_host(hostport) if hostport else (DEFAULT_HOST, DEFAULT_PORT)
+    if "://" in raw and not re.search(r":\d+$", hostport):
+        port = 443 if scheme == "https" else 80
     if name in ("0.0.0.0", "::", ""):
         name = DEFAULT_HOST
     if ":" in name:
         name = f"[{name}]"
-    return f"{scheme}://{name}:{port}{path}"
+    suffix = f"/{path.rstrip('/')}" if path.strip("/") else ""
+    return f"{scheme}://{name}:{port}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,8 @@ def parse_line(line: bytes, model: type[M]) -> M | None:
         return None
     data = orjson.loads(line)
     if isinstance(data, dict) and "error" in data:
-        raise StreamError(str(data["error"]))
+        err = data["error"]
+        raise StreamError(str(err.get("message", err) if isinstance(err, dict) else err))
     return model.model_validate(data)
 
 

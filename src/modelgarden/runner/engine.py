@@ -98,34 +98,47 @@ def grammar_for(format_json: str) -> LlamaGrammar:
 
 
 class StopMatcher:
-    """Holds back text that may be the start of a stop sequence; finds complete ones."""
+    """Holds back text that may be the start of a stop sequence; finds complete ones.
+
+    The answer does not depend on how the text is split into pieces: a complete stop is
+    only acted on once no other stop could still complete at an earlier position.
+    """
 
     def __init__(self, stops: list[str]) -> None:
         self.stops = stops
         self.pending = ""
+
+    def _first_hit(self) -> int:
+        return min((i for s in self.stops if (i := self.pending.find(s)) >= 0), default=-1)
+
+    def _first_partial(self) -> int:
+        """Earliest position where a stop begins but runs past the end of the text."""
+        n = len(self.pending)
+        longest = max(len(s) for s in self.stops)
+        for j in range(max(0, n - longest + 1), n):
+            tail = self.pending[j:]
+            if any(len(s) > len(tail) and s.startswith(tail) for s in self.stops):
+                return j
+        return n
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Add text; return what is safe to emit and whether a stop sequence was hit."""
         if not self.stops:
             return text, False
         self.pending += text
-        hit = min((i for s in self.stops if (i := self.pending.find(s)) >= 0), default=-1)
-        if hit >= 0:
+        hit, partial = self._first_hit(), self._first_partial()
+        if hit >= 0 and hit <= partial:
             out, self.pending = self.pending[:hit], ""
             return out, True
-        keep = 0
-        for stop in self.stops:
-            for k in range(min(len(stop) - 1, len(self.pending)), keep, -1):
-                if self.pending.endswith(stop[:k]):
-                    keep = k
-                    break
-        cut = len(self.pending) - keep
+        cut = min(partial, hit) if hit >= 0 else partial
         out, self.pending = self.pending[:cut], self.pending[cut:]
         return out, False
 
     def flush(self) -> str:
-        """Text still held back when generation ends without a stop sequence."""
-        out, self.pending = self.pending, ""
+        """Text still held back when generation ends (cut at a stop it holds)."""
+        hit = self._first_hit() if self.stops else -1
+        out = self.pending[:hit] if hit >= 0 else self.pending
+        self.pending = ""
         return out
 
 

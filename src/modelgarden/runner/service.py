@@ -27,7 +27,12 @@ from modelgarden.runner.engine import (
 )
 from modelgarden.runner.jobs import Job
 from modelgarden.runner.prompt import PromptBuilder
-from modelgarden.runner.tools import forced_call_schema, might_be_tool_call, parse_tool_calls
+from modelgarden.runner.tools import (
+    TOOL_CALL_OPEN,
+    forced_call_schema,
+    might_be_tool_call,
+    parse_tool_calls,
+)
 
 
 def now_iso() -> str:
@@ -84,7 +89,9 @@ class RunnerService:
             top_logprobs=int(body.get("top_logprobs") or 0),
         )
 
-    def _chat_tokens(self, body: dict[str, Any], tools: list[dict[str, Any]]) -> list[int]:
+    def _chat_prompt(
+        self, body: dict[str, Any], tools: list[dict[str, Any]]
+    ) -> tuple[str, list[int]]:
         """Render the chat; drop the oldest turns while the prompt does not fit."""
         messages = list(body.get("messages") or [])
         template = body.get("template") or None
@@ -93,7 +100,7 @@ class RunnerService:
             tokens = self.engine.tokenize(prompt)
             droppable = [i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"]
             if self.engine.fits(len(tokens)) or not droppable:
-                return tokens
+                return prompt, tokens
             del messages[droppable[0]]
 
     def _tool_setup(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
@@ -117,13 +124,17 @@ class RunnerService:
         """Chat records: partial ``message`` chunks, then the final ``done`` record."""
         _check_common(body)
         tools, forced = self._tool_setup(body)
+        prompt, tokens = self._chat_prompt(body, tools)
+        held = ""
+        if tools and prompt.rstrip().endswith(TOOL_CALL_OPEN):
+            # The template opened a tool call for the assistant: the answer must be one.
+            held = TOOL_CALL_OPEN
+            forced = forced or format_to_json(forced_call_schema(tools, None))
         grammar_key = forced or format_to_json(body.get("format"))
-        tokens = self._chat_tokens(body, tools)
         job = Job(self.engine, self._generation(body, tokens, grammar_key))
         job.start(self.executor)
         model = body.get("model", "")
-        buffering = bool(tools) and not body.get("format")
-        held = ""
+        buffering = bool(tools) and (bool(forced) or not body.get("format"))
         async for event in job.events():
             if isinstance(event, Piece):
                 if buffering:

@@ -79,8 +79,9 @@ def _base_layers(
     if not spec.from_:
         raise BadRequest("neither 'from' nor 'files' was specified")
     base = store.get(spec.from_)
-    weights = base.manifest.layer(MEDIA_MODEL)
-    assert weights is not None  # LocalModel guarantees a weights layer
+    base_weights = base.manifest.layer(MEDIA_MODEL)
+    assert base_weights is not None  # LocalModel guarantees a weights layer
+    weights = base_weights
     inherited = [
         layer
         for layer in base.manifest.layers

@@ -195,7 +195,12 @@ class _Cursor:
 
     def skip_string(self) -> None:
         length = self.unpack("<Q", 8)
-        self.pos += length
+        self.skip(length)
+
+    def skip(self, size: int) -> None:
+        if size > len(self.buf) - self.pos:
+            raise GGUFError("unexpected end of file in GGUF header")
+        self.pos += size
 
     def value(self, vtype: int) -> Any:
         if vtype in _SCALARS:
@@ -213,7 +218,7 @@ class _Cursor:
         if length <= MAX_ARRAY_ITEMS:
             return [self.value(item_type) for _ in range(length)]
         if item_type in _SCALARS:
-            self.pos += _SCALARS[item_type][1] * length
+            self.skip(_SCALARS[item_type][1] * length)
         elif item_type == _STRING:
             skip: Callable[[], None] = self.skip_string
             for _ in range(length):

@@ -7,6 +7,7 @@ written bare, in ``"double quotes"`` or in ``\"\"\"triple quotes\"\"\"`` spannin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,19 +29,36 @@ class Modelfile:
     messages: list[dict[str, str]] = field(default_factory=list)
 
 
-def _read_value(text: str, pos: int) -> tuple[str, int]:
-    """Read a value starting at ``pos``: triple-quoted, quoted or to end of line."""
+def _read_raw(text: str, pos: int) -> tuple[str, int]:
+    """Read a value starting at ``pos``, quotes kept: triple-quoted, or to end of line."""
     if text.startswith('"""', pos):
         end = text.find('"""', pos + 3)
         if end < 0:
             raise BadRequest('unterminated """ in Modelfile')
-        return text[pos + 3 : end], end + 3
+        while text.startswith('"', end + 3):  # a value may end in quotes: """say "hi""""
+            end += 1
+        return text[pos : end + 3], end + 3
     line_end = text.find("\n", pos)
     line_end = len(text) if line_end < 0 else line_end
-    value = text[pos:line_end].strip()
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        value = value[1:-1]
-    return value, line_end
+    return text[pos:line_end].strip(), line_end
+
+
+def unquote(raw: str) -> str:
+    """A value's text: triple quotes removed, a double-quoted value read as a JSON string."""
+    if raw.startswith('"""') and raw.endswith('"""') and len(raw) >= 6:
+        return raw[3:-3]
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return raw[1:-1]
+        return value if isinstance(value, str) else raw[1:-1]
+    return raw
+
+
+def _read_value(text: str, pos: int) -> tuple[str, int]:
+    raw, end = _read_raw(text, pos)
+    return unquote(raw), end
 
 
 def parse_modelfile(text: str) -> Modelfile:
@@ -68,7 +86,7 @@ def parse_modelfile(text: str) -> Modelfile:
             while key_end < n and text[key_end] not in " \t\r\n":
                 key_end += 1
             key = text[pos:key_end]
-            raw, pos = _read_value(text, key_end + 1 if key_end < n else key_end)
+            raw, pos = _read_raw(text, key_end + 1 if key_end < n else key_end)
             value = parse_parameter(key, raw)
             if isinstance(value, list):
                 mf.parameters.setdefault(key, []).extend(value)
@@ -108,6 +126,9 @@ def _apply(mf: Modelfile, command: str, value: str) -> None:
 
 
 def _quote(value: str) -> str:
+    """Triple quotes where they read back exactly, else a JSON string."""
+    if '"""' in value or value.startswith('"'):
+        return json.dumps(value, ensure_ascii=False)
     return f'"""{value}"""'
 
 
@@ -137,7 +158,9 @@ def render_modelfile(
         key, _, value = line.partition(" ")
         lines.append(f"PARAMETER {key} {value.strip()}")
     for message in messages:
-        lines.append(f"MESSAGE {message.get('role', 'user')} {_quote(str(message.get('content', '')))}")
+        lines.append(
+            f"MESSAGE {message.get('role', 'user')} {_quote(str(message.get('content', '')))}"
+        )
     for text in licenses:
         lines.append(f"LICENSE {_quote(text)}")
     return "\n".join(lines) + "\n"

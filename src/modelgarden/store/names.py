@@ -17,9 +17,9 @@ DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 
-_PART = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,79}$")
-_HOST = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,253}(:[0-9]{1,5})?$")
-_TAG = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,127}$")
+_PART = re.compile(r"[a-z0-9][a-z0-9_.-]{0,79}")
+_HOST = re.compile(r"[a-z0-9][a-z0-9_.-]{0,253}(:[0-9]{1,5})?")
+_TAG = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True, order=True)
@@ -58,7 +58,7 @@ class ModelName:
             ("model", model, _PART),
             ("tag", tag, _TAG),
         ):
-            if not pattern.match(value) or ".." in value:
+            if not pattern.fullmatch(value) or ".." in value:
                 raise InvalidModelName(
                     f"invalid model name {text!r}: bad {label} {value!r} "
                     "(use letters, digits, '_', '-' and '.')"

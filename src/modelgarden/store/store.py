@@ -240,11 +240,12 @@ class ModelStore:
                 continue
             host, namespace, model = path.parts[-4:-1]
             with contextlib.suppress(ValueError):
-                yield ModelName.parse(
-                    f"{host.replace('%3A', ':')}/{namespace}/{model}:{path.name}"
-                ), path
+                yield (
+                    ModelName.parse(f"{host.replace('%3A', ':')}/{namespace}/{model}:{path.name}"),
+                    path,
+                )
 
-    def list(self) -> list[LocalModel]:
+    def installed(self) -> list[LocalModel]:
         """All installed models, newest first. Damaged manifests are skipped."""
         models: list[LocalModel] = []
         with self._lock:
@@ -320,7 +321,7 @@ class ModelStore:
             self._manifest_file(parsed).unlink()
             self._cache.pop(parsed.full, None)
             in_use: set[str] = set()
-            for other in self.list():
+            for other in self.installed():
                 in_use.add(other.manifest.config.digest)
                 in_use.update(layer.digest for layer in other.manifest.layers)
             for layer in [model.manifest.config, *model.manifest.layers]:
