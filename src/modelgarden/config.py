@@ -116,7 +116,14 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         validation_alias=_env("GARDEN_NUM_THREADS"),
-        description="Threads per runner; 0 picks the number of CPU cores.",
+        description="Threads per runner; 0: the CPU cores shared out among num_parallel runners.",
+    )
+    runner_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        validation_alias=_env("GARDEN_RUNNER_NICE"),
+        description="Niceness of the inference threads, so the relay path always runs first.",
     )
     default_model: str = Field(
         default=DEFAULT_MODEL,
@@ -161,8 +168,13 @@ class Settings(BaseSettings):
 
     @property
     def threads(self) -> int:
-        """Threads each runner uses for generation."""
-        return self.num_threads or max(1, os.cpu_count() or 1)
+        """Threads each runner uses for generation.
+
+        By default the cores are shared out among the ``num_parallel`` runners of a model:
+        llama.cpp's threads wait for each other at every layer, so more busy threads than
+        cores makes every one of them slow.
+        """
+        return self.num_threads or max(1, (os.cpu_count() or 1) // self.num_parallel)
 
     @classmethod
     def settings_customise_sources(

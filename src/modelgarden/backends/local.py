@@ -115,6 +115,7 @@ class LocalBackend:
             num_batch=int(options.get("num_batch") or 512),
             num_thread=int(options.get("num_thread") or self.settings.threads),
             use_mmap=bool(options.get("use_mmap", True)),
+            nice=self.settings.runner_nice,
         )
 
     async def send(self, request: BackendRequest) -> BackendResponse:

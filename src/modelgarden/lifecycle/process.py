@@ -42,6 +42,7 @@ class LaunchSpec:
     num_batch: int
     num_thread: int
     use_mmap: bool = True
+    nice: int = 10
 
     def argv(self) -> list[str]:
         """The command line of the runner process."""
@@ -57,6 +58,8 @@ class LaunchSpec:
             str(self.num_batch),
             "--threads",
             str(self.num_thread),
+            "--nice",
+            str(self.nice),
         ]
         return [*args, "--no-mmap"] if not self.use_mmap else args
 

@@ -215,7 +215,10 @@ class RunnerService:
         dims = body.get("dimensions")
         if dims is not None and (not isinstance(dims, int) or dims <= 0):
             raise BadRequest("dimensions must be a positive integer", param="dimensions")
-        vectors, count = await asyncio.to_thread(self.engine.embed, inputs, truncate, dims)
+        loop = asyncio.get_running_loop()
+        vectors, count = await loop.run_in_executor(
+            self.executor, self.engine.embed, inputs, truncate, dims
+        )
         return {
             "model": body.get("model", ""),
             "embeddings": vectors,
