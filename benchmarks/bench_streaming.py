@@ -179,7 +179,7 @@ def peer_completion(http: httpx.Client, tokens: int) -> Sample:
 
 
 @contextlib.contextmanager
-def gateway(threads: int, ctx: int) -> Iterator[httpx.Client]:
+def gateway(threads: int, ctx: int, nice: int = 10) -> Iterator[httpx.Client]:
     port = free_port()
     with tempfile.TemporaryDirectory() as models:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GARDEN_", "OLLAMA_"))}
@@ -189,6 +189,7 @@ def gateway(threads: int, ctx: int) -> Iterator[httpx.Client]:
             GARDEN_NUM_THREADS=str(threads),
             GARDEN_CONTEXT_LENGTH=str(ctx),
             GARDEN_LOG_LEVEL="warning",
+            GARDEN_RUNNER_NICE=str(nice),
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "modelgarden", "serve"], env=env, stderr=subprocess.DEVNULL
@@ -245,6 +246,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--ctx", type=int, default=4096)
+    parser.add_argument("--nice", type=int, default=10, help="GARDEN_RUNNER_NICE for the runner")
     parser.add_argument("--gap", type=float, default=0.3, help="seconds of quiet between runs")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "streaming.json"

@@ -28,7 +28,17 @@ from modelgarden.backends.base import BackendResponse
 from modelgarden.errors import ClientClosed, GardenError
 
 T = TypeVar("T")
-TAIL = 4096
+#: The longest final record kept for inspection (a final record of /api/generate carries
+#: the whole token context, so it can be long).
+TAIL = 8 << 20
+
+
+def last_line(tail: bytes, chunk: bytes) -> bytes:
+    """The bytes of the stream's current last line, given the previous ones and a new chunk."""
+    cut = chunk.rfind(b"\n", 0, len(chunk) - 1)
+    if cut >= 0:
+        return chunk[cut + 1 :]
+    return (tail + chunk)[-TAIL:]
 
 
 @dataclass(frozen=True)
@@ -46,8 +56,13 @@ class Framing:
 
 
 def _ndjson_complete(tail: bytes) -> bool:
+    """Whether a stream's last line is a whole final record (``done`` true, or an error)."""
     line = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-    return b'"done":true' in line.replace(b" ", b"") or line.startswith(b'{"error"')
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and (record.get("done") is True or "error" in record)
 
 
 NDJSON = Framing(
@@ -153,7 +168,7 @@ class RelayResponse(Response):
         try:
             async for chunk in self.upstream.body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                tail = (tail + chunk)[-TAIL:] if len(chunk) < TAIL else chunk[-TAIL:]
+                tail = last_line(tail, chunk)
         except GardenError as exc:
             last = self.framing.error_record(exc.message)
         else:
@@ -175,6 +190,6 @@ class RelayResponse(Response):
             status = self.upstream.status
             if status == 200:
                 status = self.framing.body_status(body)
-            self.tail = body[-TAIL:]
+            self.tail = body
         await send(self._start(status, "application/json"))
         await send({"type": "http.response.body", "body": body, "more_body": False})
