@@ -23,7 +23,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from modelgarden.api.errors import ollama_error_line
+from modelgarden.api.errors import ollama_error_line, openai_error_body
 from modelgarden.backends.base import BackendResponse
 from modelgarden.errors import ClientClosed, GardenError
 
@@ -35,7 +35,7 @@ TAIL = 8 << 20
 
 def last_line(tail: bytes, chunk: bytes) -> bytes:
     """The bytes of the stream's current last line, given the previous ones and a new chunk."""
-    cut = chunk.rfind(b"\n", 0, len(chunk) - 1)
+    cut = chunk.rstrip(b"\n").rfind(b"\n")
     if cut >= 0:
         return chunk[cut + 1 :]
     return (tail + chunk)[-TAIL:]
@@ -70,6 +70,19 @@ NDJSON = Framing(
     error_record=ollama_error_line,
     body_status=lambda body: 500 if body.startswith(b'{"error"') else 200,
     error_body=lambda exc: orjson.dumps({"error": exc.message}),
+)
+
+
+def _sse_error(message: str) -> bytes:
+    event = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+    return b"data: " + orjson.dumps(event) + b"\n\ndata: [DONE]\n\n"
+
+
+SSE = Framing(
+    complete=lambda tail: tail.rstrip().endswith(b"data: [DONE]"),
+    error_record=_sse_error,
+    body_status=lambda body: 500 if body.startswith(b'{"error"') else 200,
+    error_body=lambda exc: orjson.dumps(openai_error_body(exc)),
 )
 
 

@@ -1,0 +1,164 @@
+"""Sending a request to the backend that serves its model, in whichever family it speaks.
+
+When the backend speaks the client's family, the request goes as the client wrote it (the
+model renamed) and the answer comes back as bytes: the fast path. Otherwise the request is
+translated through the neutral form, and the answer's records are translated back as they
+stream. Either way the client gets its own family's framing and error records.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from modelgarden.api.streaming import NDJSON, SSE, ClientWatch, Framing, RelayResponse
+from modelgarden.backends.base import Api, BackendRequest, BackendResponse
+from modelgarden.errors import GardenError
+from modelgarden.gateway import Gateway
+from modelgarden.translate import ollama as ot
+from modelgarden.translate import openai as oa
+from modelgarden.translate.stream import (
+    NDJSONDecoder,
+    OllamaEncoder,
+    OpenAIChatEncoder,
+    OpenAICompletionEncoder,
+    SSEDecoder,
+    translate,
+)
+from modelgarden.types import InferenceRequest
+
+FRAMING = {Api.OLLAMA: NDJSON, Api.OPENAI: SSE}
+#: Each family's endpoint for each kind of request.
+ENDPOINTS = {
+    Api.OLLAMA: {"chat": "chat", "completion": "generate", "embed": "embed"},
+    Api.OPENAI: {"chat": "chat/completions", "completion": "completions", "embed": "embeddings"},
+}
+
+
+@dataclass
+class Incoming:
+    """A parsed client request, before routing."""
+
+    api: Api
+    kind: str
+    model: str
+    body: dict[str, Any]
+    stream: bool
+    keep_alive: float | None
+    #: Builds the neutral form; called only when the request must be translated.
+    neutral: Callable[[], InferenceRequest]
+
+
+async def _close(response: BackendResponse) -> None:
+    await response.close()
+
+
+async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
+    """Route, send (translating if need be) and wrap the answer for the client."""
+    gateway: Gateway = request.app.state.gateway
+    route = await gateway.route(incoming.model)
+    backend = route.backend
+    native = incoming.api in backend.apis
+    target = incoming.api if native else next(iter(sorted(backend.apis)))
+    neutral: InferenceRequest | None = None
+    if native:
+        body = (
+            incoming.body
+            if incoming.body.get("model") == route.model
+            else {**incoming.body, "model": route.model}
+        )
+    else:
+        neutral = incoming.neutral()
+        neutral.model = route.model
+        _, body = (ot.request_out if target is Api.OLLAMA else oa.request_out)(neutral)
+    breq = BackendRequest(
+        api=target,
+        endpoint=ENDPOINTS[target][incoming.kind],
+        model=route.model,
+        body=body,
+        stream=incoming.stream,
+        start_ns=time.time_ns(),
+        keep_alive=incoming.keep_alive,
+    )
+    watch = ClientWatch(request.receive)
+    try:
+        upstream = await watch.guard(backend.send(breq), _close)
+    except BaseException:
+        watch.stop()
+        raise
+    if neutral is not None:
+        upstream = _translated(upstream, incoming, neutral, target)
+    return RelayResponse(
+        upstream, stream=incoming.stream, watch=watch, framing=FRAMING[incoming.api]
+    )
+
+
+def _translated(
+    upstream: BackendResponse, incoming: Incoming, req: InferenceRequest, source: Api
+) -> BackendResponse:
+    """The upstream answer re-encoded in the client's family."""
+    model = incoming.model
+    if incoming.stream and incoming.kind != "embed":
+        decoder = NDJSONDecoder() if source is Api.OLLAMA else SSEDecoder()
+        encoder: OllamaEncoder | OpenAIChatEncoder | OpenAICompletionEncoder
+        if incoming.api is Api.OLLAMA:
+            encoder = OllamaEncoder(model, "chat" if incoming.kind == "chat" else "generate")
+            media = "application/x-ndjson"
+        else:
+            cls = OpenAIChatEncoder if incoming.kind == "chat" else OpenAICompletionEncoder
+            encoder = cls(model, req.include_usage)
+            media = "text/event-stream"
+        body = translate(upstream.body, decoder, encoder)
+    else:
+        body = _whole(upstream.body, incoming, req, source)
+        media = "application/json"
+    return BackendResponse(upstream.status, media, body, incoming.api, close=upstream.close)
+
+
+async def _whole(
+    body: AsyncIterator[bytes], incoming: Incoming, req: InferenceRequest, source: Api
+) -> AsyncIterator[bytes]:
+    raw = b"".join([part async for part in body])
+    data = orjson.loads(raw) if raw else {}
+    if "error" in data:
+        err = data["error"]
+        message = str(err.get("message", err) if isinstance(err, dict) else err)
+        raise GardenError(message)
+    yield orjson.dumps(_convert_whole(data, incoming, req, source))
+
+
+def _convert_whole(
+    data: dict[str, Any], incoming: Incoming, req: InferenceRequest, source: Api
+) -> dict[str, Any]:
+    model = incoming.model
+    if incoming.kind == "embed":
+        if source is Api.OLLAMA:  # Ollama embed → OpenAI embeddings
+            fmt = str(req.extra.get("encoding_format", "float"))
+            count = int(data.get("prompt_eval_count") or 0)
+            return oa.embedding_response_out(data.get("embeddings") or [], model, count, fmt)
+        vectors = [
+            d.get("embedding")
+            for d in sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
+        ]
+        usage = data.get("usage") or {}
+        return {
+            "model": model,
+            "embeddings": vectors,
+            "prompt_eval_count": usage.get("prompt_tokens", 0),
+        }
+    chunk = ot.chunk_in(data) if source is Api.OLLAMA else oa.response_in(data)
+    if incoming.api is Api.OLLAMA:
+        return ot.chunk_out(chunk, model, "chat" if incoming.kind == "chat" else "generate")
+    cid_prefix = "chatcmpl" if incoming.kind == "chat" else "cmpl"
+    build = oa.chat_response_out if incoming.kind == "chat" else oa.completion_response_out
+    return build(chunk, model, oa.new_id(cid_prefix), oa.now())
+
+
+def framing_for(api: Api) -> Framing:
+    """The stream framing of a family."""
+    return FRAMING[api]
