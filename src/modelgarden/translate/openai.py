@@ -123,24 +123,32 @@ def messages_in(raw: list[dict[str, Any]]) -> list[ChatMessage]:
 
 
 def messages_out(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    """Neutral messages in OpenAI's shape; tool results get the id of the call they answer."""
+    """Neutral messages in OpenAI's shape; tool results get the id of the call they answer.
+
+    Results are matched to calls of the same function in order, so two calls of one
+    function get two different ids.
+    """
     out: list[dict[str, Any]] = []
-    last_id: dict[str, str] = {}
+    unanswered: dict[str, list[str]] = {}
     for msg in messages:
         item: dict[str, Any] = {"role": msg.role}
         if msg.images:
-            parts: list[dict[str, Any]] = (
-                [{"type": "text", "text": msg.content}] if msg.content else []
-            )
+            parts = [{"type": "text", "text": msg.content}] if msg.content else []
             item["content"] = parts + [_image_out(i) for i in msg.images]
         else:
             item["content"] = msg.content
         if msg.tool_calls:
             calls = [tool_call_out(c) for c in msg.tool_calls]
-            last_id.update({c["function"]["name"]: c["id"] for c in calls})
+            for call in calls:
+                unanswered.setdefault(call["function"]["name"], []).append(call["id"])
             item["tool_calls"] = calls
         if msg.role == "tool":
-            item["tool_call_id"] = msg.tool_call_id or last_id.get(msg.tool_name) or new_id("call")
+            waiting = unanswered.get(msg.tool_name) or []
+            if msg.tool_call_id and msg.tool_call_id in waiting:
+                waiting.remove(msg.tool_call_id)
+            item["tool_call_id"] = msg.tool_call_id or (
+                waiting.pop(0) if waiting else new_id("call")
+            )
             if msg.tool_name:
                 item["name"] = msg.tool_name
         out.append(item)
