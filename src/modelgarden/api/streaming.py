@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from modelgarden.api.errors import ollama_error_line, openai_error_body
 from modelgarden.backends.base import BackendResponse
 from modelgarden.errors import ClientClosed, GardenError
+from modelgarden.translate.stream import DONE, sse_error
 
 T = TypeVar("T")
 #: The longest final record kept for inspection (a final record of /api/generate carries
@@ -73,14 +74,9 @@ NDJSON = Framing(
 )
 
 
-def _sse_error(message: str) -> bytes:
-    event = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
-    return b"data: " + orjson.dumps(event) + b"\n\ndata: [DONE]\n\n"
-
-
 SSE = Framing(
-    complete=lambda tail: tail.rstrip().endswith(b"data: [DONE]"),
-    error_record=_sse_error,
+    complete=lambda tail: tail.rstrip().endswith(DONE.rstrip()),
+    error_record=lambda message: sse_error(message) + DONE,
     body_status=lambda body: 500 if body.startswith(b'{"error"') else 200,
     error_body=lambda exc: orjson.dumps(openai_error_body(exc)),
 )

@@ -134,6 +134,11 @@ def sse(event: dict[str, Any]) -> bytes:
 DONE = b"data: [DONE]\n\n"
 
 
+def sse_error(message: str) -> bytes:
+    """The event that reports a failure inside an OpenAI stream."""
+    return sse({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
+
+
 class OpenAIChatEncoder:
     """Chunks → ``chat.completion.chunk`` events, then ``data: [DONE]``."""
 
@@ -170,16 +175,7 @@ class OpenAIChatEncoder:
 
     def encode(self, chunk: Chunk) -> bytes:
         if chunk.error is not None:
-            return sse(
-                {
-                    "error": {
-                        "message": chunk.error,
-                        "type": "server_error",
-                        "param": None,
-                        "code": None,
-                    }
-                }
-            )
+            return sse_error(chunk.error)
         out = b""
         delta: dict[str, Any] = {}
         if not self._started:
@@ -229,16 +225,7 @@ class OpenAICompletionEncoder:
 
     def encode(self, chunk: Chunk) -> bytes:
         if chunk.error is not None:
-            return sse(
-                {
-                    "error": {
-                        "message": chunk.error,
-                        "type": "server_error",
-                        "param": None,
-                        "code": None,
-                    }
-                }
-            )
+            return sse_error(chunk.error)
         out = b""
         if chunk.text or chunk.finish_reason:
             logprobs = oa.completion_logprobs_out(chunk.logprobs) if chunk.logprobs else None
