@@ -126,6 +126,8 @@ def chat_request_in(body: dict[str, Any]) -> InferenceRequest:
     req.tools = list(body.get("tools") or [])
     choice = body.get("tool_choice")
     req.tool_choice = choice.get("name") if isinstance(choice, dict) else choice
+    if req.tool_choice == "auto":
+        req.tool_choice = None
     return _common_in(body, req)
 
 

@@ -7,7 +7,8 @@ none), tool results (``tool_call_id`` ⇄ the called function's name), ``tools``
 ``tool_choice``, ``response_format`` (``json_object`` ⇄ ``"json"``, ``json_schema`` ⇄ the
 schema), ``max_tokens``/``max_completion_tokens``, ``seed``, ``stop``, ``temperature``,
 ``top_p``, the penalties, ``logprobs``/``top_logprobs``, ``stream`` with
-``stream_options.include_usage``, and the extension ``keep_alive``.
+``stream_options.include_usage``, and the extension ``keep_alive`` (read from clients,
+not sent to OpenAI-compatible upstreams, which have no such field).
 Refused with a 400: ``n`` or ``best_of`` above 1, ``echo``, remote image URLs, token-id
 inputs. Ignored: ``user``, ``metadata``, ``store``, ``service_tier``, ``parallel_tool_calls``.
 """
@@ -52,7 +53,10 @@ def _image_in(part: dict[str, Any]) -> str:
 
 
 def _image_out(data: str) -> dict[str, Any]:
-    head = base64.b64decode(data[:16] + "=" * (-len(data[:16]) % 4), validate=False)
+    try:
+        head = base64.b64decode(data[:16] + "=" * (-len(data[:16]) % 4), validate=True)
+    except ValueError:
+        raise BadRequest("images must be base64-encoded", param="images") from None
     mime = next((m for magic, m in _MIME.items() if head.startswith(magic)), "image/png")
     if head[8:12] == b"WEBP":
         mime = "image/webp"
@@ -217,7 +221,9 @@ def _stop_in(raw: Any) -> list[str] | None:
 
 
 def _sampling_in(body: dict[str, Any], default_max: int | None = None) -> Sampling:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens", default_max))
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens", default_max)
     return Sampling(
         temperature=body.get("temperature"),
         top_p=body.get("top_p"),
@@ -322,6 +328,8 @@ def request_out(req: InferenceRequest) -> tuple[str, dict[str, Any]]:
         body["prompt"] = req.prompt
         if req.suffix is not None:
             body["suffix"] = req.suffix
+        if req.logprobs:
+            body["logprobs"] = req.top_logprobs
         return "completions", body
     body["messages"] = messages_out(req.messages)
     if req.tools:

@@ -104,10 +104,13 @@ class SSEDecoder:
         return Chunk(text=str(text)) if text else None
 
     def _final(self) -> Chunk:
-        calls = [
-            ToolCall(c["name"], json.loads(c["args"] or "{}"), c["id"])
-            for _, c in sorted(self._calls.items())
-        ]
+        try:
+            calls = [
+                ToolCall(c["name"], json.loads(c["args"] or "{}"), c["id"])
+                for _, c in sorted(self._calls.items())
+            ]
+        except ValueError:
+            return Chunk(error="the upstream sent tool call arguments that are not JSON")
         chunk = Chunk(tool_calls=calls, finish_reason=oa.FINISH.get(self._finish or "stop", "stop"))
         chunk.usage = oa.usage_in(self._usage)
         return chunk
@@ -276,6 +279,6 @@ def join(chunks: list[Chunk]) -> Chunk:
                 chunk.usage,
                 chunk.error,
             )
-    if whole.tool_calls and whole.finish_reason == "stop":
-        whole.finish_reason = "tool_calls"
+    if whole.tool_calls and whole.finish_reason is not None:
+        whole.finish_reason = "tool_calls"  # the one rule: an answer with calls ends in calls
     return whole
