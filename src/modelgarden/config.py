@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from modelgarden.backends.config import BackendConfig
 from modelgarden.durations import parse_keep_alive
 
 DEFAULT_PORT = 11434
@@ -134,6 +135,13 @@ class Settings(BaseSettings):
         default=120.0,
         gt=0,
         validation_alias=_env("GARDEN_RUNNER_START_TIMEOUT"),
+    )
+    backends: list[BackendConfig] = Field(
+        default_factory=list,
+        description="[[backends]] tables of garden.toml (see backends/config.py).",
+    )
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict, description="model -> models to try when its backend is down or full"
     )
     log_level: str = Field(default="info", validation_alias=_env("GARDEN_LOG_LEVEL"))
 

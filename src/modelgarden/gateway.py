@@ -1,7 +1,9 @@
 """The serving layer under the thin API routers: backends, and which one serves a model.
 
 The routers parse and validate; the :class:`Gateway` decides where a request goes and
-collects catalogue answers (tags, show, ps) across backends, each model listed once.
+collects catalogue answers (tags, show, ps) across backends, each model listed once (the
+first backend that lists a name serves it). A model's fallbacks (``[fallbacks]`` in
+``garden.toml``) are tried in order when its own backend is down, open or full.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ import asyncio
 from dataclasses import dataclass
 
 from modelgarden.backends.base import Backend
+from modelgarden.backends.config import BackendConfig
 from modelgarden.backends.local import LocalBackend
+from modelgarden.backends.remote import OllamaBackend, OpenAIBackend, display_name
 from modelgarden.config import Settings
 from modelgarden.errors import ModelNotFound
 from modelgarden.store.names import normalize
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
+
+REMOTE_KINDS = {"ollama": OllamaBackend, "openai": OpenAIBackend}
 
 
 @dataclass(frozen=True)
@@ -25,13 +31,32 @@ class Route:
     model: str
 
 
+def build_backends(settings: Settings, local: LocalBackend) -> list[Backend]:
+    """The configured backends in order; ``local`` first unless a table places it."""
+    backends: list[Backend] = []
+    configs: list[BackendConfig] = list(settings.backends)
+    if not any(c.kind == "local" for c in configs):
+        backends.append(local)
+    for config in configs:
+        if config.kind == "local":
+            local.name = config.name
+            backends.append(local)
+        else:
+            backends.append(REMOTE_KINDS[config.kind](config))
+    return backends
+
+
 class Gateway:
     """Owns the configured backends and routes models to them."""
 
     def __init__(self, settings: Settings, backends: list[Backend] | None = None) -> None:
         self.settings = settings
         self.local = LocalBackend(settings)
-        self.backends: list[Backend] = [self.local, *(backends or [])]
+        self.backends: list[Backend] = backends or build_backends(settings, self.local)
+        self.fallbacks = {
+            normalize(model): [normalize(f) for f in targets]
+            for model, targets in settings.fallbacks.items()
+        }
 
     async def start(self) -> None:
         """Start every backend."""
@@ -41,13 +66,31 @@ class Gateway:
         """Stop every backend (runners included)."""
         await asyncio.gather(*(b.close() for b in self.backends), return_exceptions=True)
 
+    def backend(self, name: str) -> Backend | None:
+        """A backend by its configured name."""
+        return next((b for b in self.backends if b.name == name), None)
+
     async def route(self, model: str) -> Route:
         """The backend that serves ``model``; :class:`ModelNotFound` when none does."""
         name = normalize(model)
         for backend in self.backends:
             if await backend.has_model(name):
-                return Route(backend, name)
+                upstream = getattr(backend, "upstream_id", None)
+                return Route(backend, upstream(name) if upstream else name)
         raise ModelNotFound(model)
+
+    async def routes(self, model: str) -> list[Route]:
+        """The model's own route, then its fallbacks' routes (those that exist)."""
+        chain = [model, *self.fallbacks.get(display_name(model) or model, [])]
+        found: list[Route] = []
+        for name in chain:
+            try:
+                found.append(await self.route(name))
+            except ModelNotFound:
+                continue
+        if not found:
+            raise ModelNotFound(model)
+        return found
 
     async def list_models(self) -> list[ListModel]:
         """The union of every backend's models, each name once (first backend wins)."""

@@ -18,8 +18,8 @@ from starlette.requests import Request
 
 from modelgarden.api.streaming import NDJSON, SSE, ClientWatch, Framing, RelayResponse
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
-from modelgarden.errors import GardenError
-from modelgarden.gateway import Gateway
+from modelgarden.errors import BackendUnavailable, GardenError, Overloaded, UpstreamTimeout
+from modelgarden.gateway import Gateway, Route
 from modelgarden.translate import ollama as ot
 from modelgarden.translate import openai as oa
 from modelgarden.translate.stream import (
@@ -58,20 +58,45 @@ async def _close(response: BackendResponse) -> None:
     await response.close()
 
 
+#: Failures after which the next route (a fallback) is tried: the backend, not the request.
+FALL_THROUGH = (BackendUnavailable, Overloaded, UpstreamTimeout)
+
+
 async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
-    """Route, send (translating if need be) and wrap the answer for the client."""
+    """Route, send (translating if need be) and wrap the answer for the client.
+
+    Routes are tried in order (the model's backend, then its fallbacks) while a backend is
+    down, open or full; the last failure is the one reported.
+    """
     gateway: Gateway = request.app.state.gateway
-    route = await gateway.route(incoming.model)
+    routes = await gateway.routes(incoming.model)
+    watch = ClientWatch(request.receive)
+    try:
+        for position, route in enumerate(routes):
+            try:
+                upstream = await _send(route, incoming, watch)
+            except FALL_THROUGH:
+                if position == len(routes) - 1:
+                    raise
+                continue
+            break
+    except BaseException:
+        watch.stop()
+        raise
+    return RelayResponse(
+        upstream, stream=incoming.stream, watch=watch, framing=FRAMING[incoming.api]
+    )
+
+
+async def _send(route: Route, incoming: Incoming, watch: ClientWatch) -> BackendResponse:
     backend = route.backend
     native = incoming.api in backend.apis
-    target = incoming.api if native else next(iter(sorted(backend.apis)))
+    target = incoming.api if native else sorted(backend.apis)[0]
     neutral: InferenceRequest | None = None
     if native:
-        body = (
-            incoming.body
-            if incoming.body.get("model") == route.model
-            else {**incoming.body, "model": route.model}
-        )
+        body = incoming.body
+        if body.get("model") != route.model:
+            body = {**body, "model": route.model}
     else:
         neutral = incoming.neutral()
         neutral.model = route.model
@@ -85,17 +110,8 @@ async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
         start_ns=time.time_ns(),
         keep_alive=incoming.keep_alive,
     )
-    watch = ClientWatch(request.receive)
-    try:
-        upstream = await watch.guard(backend.send(breq), _close)
-    except BaseException:
-        watch.stop()
-        raise
-    if neutral is not None:
-        upstream = _translated(upstream, incoming, neutral, target)
-    return RelayResponse(
-        upstream, stream=incoming.stream, watch=watch, framing=FRAMING[incoming.api]
-    )
+    upstream = await watch.guard(backend.send(breq), _close)
+    return upstream if neutral is None else _translated(upstream, incoming, neutral, target)
 
 
 def _translated(

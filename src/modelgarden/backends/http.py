@@ -6,6 +6,7 @@ error statuses with their messages, and streams that break off half-way.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -69,11 +70,19 @@ async def iter_body(
     response: aiohttp.ClientResponse,
     broken: type[GardenError] = BackendUnavailable,
     what: str = "backend",
+    idle: float | None = None,
 ) -> AsyncIterator[bytes]:
-    """The upstream body as it arrives; a connection that breaks raises ``broken``."""
+    """The upstream body as it arrives; a connection that breaks, or that stays silent for
+    ``idle`` seconds, raises ``broken``."""
     complete = False
     try:
-        async for chunk in response.content.iter_any():
+        while True:
+            try:
+                chunk = await asyncio.wait_for(response.content.readany(), idle)
+            except TimeoutError:
+                raise broken(f"{what} sent nothing for {idle:.0f}s mid-response") from None
+            if not chunk:
+                break
             yield chunk
         complete = True
     except (aiohttp.ClientError, ConnectionError) as exc:

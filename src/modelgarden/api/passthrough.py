@@ -1,0 +1,96 @@
+"""``/ollama/*``: the native API of a configured Ollama backend, passed through unchanged.
+
+Any GET, POST, DELETE (and HEAD, PUT) under the prefix goes to the first ``ollama``
+backend, or to the one named by the path's first segment (``/ollama/<backend>/api/tags``),
+with its method, path, query, headers and body; the status, headers and body come back as
+the backend sent them, streamed. Hop-by-hop headers are dropped, the client's
+``Authorization`` (and cookies) never reach the upstream, and a path that would leave the
+prefix (``..``, also percent-encoded, backslashes, empty segments) is refused with a 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from modelgarden.backends.http import iter_body
+from modelgarden.backends.remote import OllamaBackend, Replica
+from modelgarden.errors import BackendUnavailable, BadRequest, NotFound
+from modelgarden.gateway import Gateway
+
+router = APIRouter(tags=["passthrough"])
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+        "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+    }
+)  # fmt: skip
+PRIVATE = frozenset({"authorization", "cookie", "x-api-key"})
+
+
+def safe_path(raw: str) -> str:
+    """The path below the prefix, refused when any reading of it climbs out."""
+    decoded = raw
+    for _ in range(3):  # %252e%252e -> %2e%2e -> ..
+        decoded = unquote(decoded)
+    segments = decoded.split("/")
+    if "\\" in decoded or any(s in ("..", ".") for s in segments) or "" in segments[:-1]:
+        raise BadRequest("path not allowed under /ollama/")
+    return raw
+
+
+def _backend(gateway: Gateway, path: str) -> tuple[OllamaBackend, str]:
+    first, _, rest = path.partition("/")
+    named = gateway.backend(first)
+    if isinstance(named, OllamaBackend) and rest:
+        return named, rest
+    backend = next((b for b in gateway.backends if isinstance(b, OllamaBackend)), None)
+    if backend is None:
+        raise NotFound("no Ollama backend is configured for /ollama/")
+    return backend, path
+
+
+@router.api_route(
+    "/ollama/{path:path}", methods=["GET", "POST", "DELETE", "HEAD", "PUT"], include_in_schema=False
+)
+async def passthrough(request: Request, path: str) -> Response:
+    """Forward a request to an Ollama backend and stream its answer back."""
+    raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
+    prefix_len = len("/ollama/")
+    safe_path(raw_path[prefix_len:] if raw_path.startswith("/ollama/") else path)
+    gateway: Gateway = request.app.state.gateway
+    backend, rest = _backend(gateway, raw_path[prefix_len:] or path)
+    query = request.url.query
+    headers = {k: v for k, v in request.headers.items() if k not in HOP_BY_HOP and k not in PRIVATE}
+    body = await request.body() if request.method not in ("GET", "HEAD") else None
+
+    def url_of(replica: Replica) -> str:
+        return f"{replica.url}/{rest}" + (f"?{query}" if query else "")
+
+    await backend.limiter.acquire()
+    try:
+        upstream, replica = await backend.request(request.method, url_of, body, headers)
+    except BaseException:
+        backend.limiter.release()
+        raise
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in iter_body(
+                upstream,
+                BackendUnavailable,
+                f"backend '{backend.name}'",
+                backend.config.timeouts.idle,
+            ):
+                yield chunk
+        finally:
+            upstream.close()
+            replica.outstanding -= 1
+            backend.limiter.release()
+
+    out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+    return StreamingResponse(stream(), status_code=upstream.status, headers=out_headers)

@@ -1,0 +1,114 @@
+"""Backend configuration: the ``[[backends]]`` tables of ``garden.toml``, validated.
+
+Example::
+
+    [[backends]]
+    name = "workstation"          # how logs, metrics and /ollama/<name>/... refer to it
+    kind = "ollama"               # local | ollama | openai
+    urls = ["http://192.168.1.20:11434", "http://192.168.1.21:11434"]   # replicas
+    allow = ["llama3*", "qwen*"]  # globs over model names; deny wins over allow
+    deny = ["*:70b"]
+    refresh = "60s"               # how often the model list is read again
+
+    [[backends]]
+    name = "openrouter"
+    kind = "openai"
+    urls = ["https://openrouter.ai/api/v1"]
+    api_key_env = "OPENROUTER_API_KEY"
+    models = ["meta-llama/llama-3.1-8b-instruct"]   # listed: no discovery
+    aliases = { "llama-cloud" = "meta-llama/llama-3.1-8b-instruct" }
+
+    [fallbacks]
+    "smollm2:135m" = ["llama-cloud"]
+
+Without any ``[[backends]]`` the gateway has one ``local`` backend (its own runners);
+with some, ``local`` is where a ``kind = "local"`` table puts it, or first when none does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from modelgarden.durations import parse_go_duration
+
+#: OpenRouter's endpoint: a backend named "openrouter" needs only its key.
+OPENROUTER_URL = "https://openrouter.ai/api/v1"
+
+
+class Timeouts(BaseModel):
+    """Seconds to wait: for a connection, for the first byte of an answer, between bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+    connect: float = Field(default=5.0, gt=0)
+    first_byte: float = Field(default=300.0, gt=0)
+    idle: float = Field(default=120.0, gt=0)
+
+
+class BackendConfig(BaseModel):
+    """One backend: where it is, how to reach it, which of its models to serve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    kind: Literal["local", "ollama", "openai"]
+    urls: list[str] = Field(default_factory=list)
+    api_key_env: str | None = None
+    models: list[str] | None = None
+    refresh: float = 60.0
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    filter_file: Path | None = None
+    aliases: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    max_concurrency: int = Field(default=64, ge=1)
+    max_queue: int = Field(default=256, ge=0)
+    retries: int = Field(default=2, ge=0, le=10)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown: float = Field(default=10.0, gt=0)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+
+    @field_validator("refresh", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_go_duration(value) if isinstance(value, str) else value
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must start with http:// or https://")
+        return [u.rstrip("/") for u in urls]
+
+    @model_validator(mode="after")
+    def _complete(self) -> BackendConfig:
+        if self.kind == "openai" and not self.urls and self.name == "openrouter":
+            self.urls = [OPENROUTER_URL]
+            self.api_key_env = self.api_key_env or "OPENROUTER_API_KEY"
+        if self.kind != "local" and not self.urls:
+            raise ValueError(f"backend {self.name!r} of kind {self.kind} needs urls")
+        return self
+
+    def api_key(self) -> str | None:
+        """The upstream key, read from the environment (never stored in the config)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def wanted(self, model: str) -> bool:
+        """Whether the allow/deny globs and the filter file let this model through."""
+        name = model.lower()
+        if any(fnmatch.fnmatchcase(name, g.lower()) for g in self.deny):
+            return False
+        if self.filter_file is not None:
+            listed = {
+                line.strip().lower()
+                for line in self.filter_file.read_text().splitlines()
+                if line.strip() and not line.startswith("#")
+            }
+            if name not in listed:
+                return False
+        return not self.allow or any(fnmatch.fnmatchcase(name, g.lower()) for g in self.allow)

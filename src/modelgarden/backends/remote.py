@@ -1,0 +1,366 @@
+"""Remote backends: Ollama daemons (``kind = "ollama"``) and OpenAI-compatible services
+(``kind = "openai"``: OpenRouter, vLLM, llama.cpp's server, LM Studio).
+
+A remote backend owns its replicas (one per URL, each with a circuit breaker and a count of
+requests in flight), a concurrency limit with a bounded queue, and its catalogue: the models
+it serves, listed in the configuration or discovered from the upstream and refreshed
+periodically, filtered, aliased, and named the Ollama way (``vendor/model`` becomes
+``vendor/model:latest``) while requests use the upstream's own id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from modelgarden.backends.base import Api, BackendRequest, BackendResponse
+from modelgarden.backends.config import BackendConfig
+from modelgarden.backends.http import iter_body, new_session, status_error
+from modelgarden.errors import BackendUnavailable, GardenError, InvalidModelName, ModelNotFound
+from modelgarden.resilience import CircuitBreaker, Limiter, backoff
+from modelgarden.store.names import ModelName
+from modelgarden.wire.ollama import ListModel, ModelDetails, PsModel, ShowResponse
+
+log = structlog.get_logger(__name__)
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+
+class Replica:
+    """One URL of a backend: its breaker and how many requests it has in flight."""
+
+    def __init__(self, url: str, breaker: CircuitBreaker) -> None:
+        self.url = url
+        self.breaker = breaker
+        self.outstanding = 0
+
+
+def display_name(upstream_id: str) -> str | None:
+    """The Ollama-style name of an upstream model id, or ``None`` if it cannot be one."""
+    try:
+        return str(ModelName.parse(upstream_id))
+    except InvalidModelName:
+        return None
+
+
+class RemoteBackend:
+    """Owns one remote service: replicas, limits, catalogue, and the HTTP relay to it."""
+
+    kind = "remote"
+    apis: frozenset[Api] = frozenset()
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.name = config.name
+        self.config = config
+        self.replicas = [
+            Replica(url, CircuitBreaker(config.breaker_failures, config.breaker_cooldown))
+            for url in config.urls
+        ]
+        self.limiter = Limiter(config.max_concurrency, config.max_queue)
+        self._ids: dict[str, str] = {}
+        self._entries: dict[str, ListModel] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open connections, read the catalogue once, and keep refreshing it."""
+        self._session = new_session(connect_timeout=self.config.timeouts.connect)
+        await self.refresh()
+        if self.config.models is None:
+            self._refresher = asyncio.create_task(self._refresh_loop())
+
+    async def close(self) -> None:
+        """Stop refreshing and close connections."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        if self._session is not None:
+            await self._session.close()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.refresh)
+            await self.refresh()
+
+    # -- catalogue ---------------------------------------------------------------------------
+
+    async def discover(self) -> list[tuple[str, ListModel | None]]:
+        """The upstream's model ids (with its own list entry when it has one)."""
+        raise NotImplementedError
+
+    async def refresh(self) -> None:
+        """Rebuild the catalogue; on failure keep the last one and note the error."""
+        try:
+            if self.config.models is not None:
+                found: list[tuple[str, ListModel | None]] = [(m, None) for m in self.config.models]
+            else:
+                found = await self.discover()
+        except GardenError as exc:
+            log.warning("model list unavailable", backend=self.name, error=exc.message)
+            return
+        ids: dict[str, str] = {}
+        entries: dict[str, ListModel] = {}
+        for upstream_id, entry in found:
+            name = display_name(upstream_id)
+            if name is None or not self.config.wanted(upstream_id):
+                continue
+            ids[name] = upstream_id
+            entries[name] = self._entry(name, upstream_id, entry)
+        for alias, target in self.config.aliases.items():
+            name, target_name = display_name(alias), display_name(target)
+            if name and target_name in ids:
+                ids[name] = ids[target_name]
+                entries[name] = entries[target_name].model_copy(
+                    update={"name": name, "model": name}
+                )
+        self._ids, self._entries = ids, entries
+
+    def _entry(self, name: str, upstream_id: str, entry: ListModel | None) -> ListModel:
+        if entry is not None:
+            return entry.model_copy(update={"name": name, "model": name})
+        vendor = upstream_id.split("/")[0] if "/" in upstream_id else self.name
+        return ListModel(
+            name=name,
+            model=name,
+            modified_at=datetime.now(UTC),
+            size=0,
+            digest=hashlib.sha256(f"{self.name}/{upstream_id}".encode()).hexdigest(),
+            details=ModelDetails(format="api", family=vendor, families=[vendor]),
+        )
+
+    def upstream_id(self, model: str) -> str:
+        """The upstream's id for a model name; :class:`ModelNotFound` when not served."""
+        name = display_name(model)
+        if name is None or name not in self._ids:
+            raise ModelNotFound(model)
+        return self._ids[name]
+
+    async def list_models(self) -> list[ListModel]:
+        return list(self._entries.values())
+
+    async def has_model(self, model: str) -> bool:
+        name = display_name(model)
+        return name is not None and name in self._ids
+
+    async def show(self, model: str, verbose: bool = False) -> ShowResponse:
+        entry = self._entries.get(display_name(model) or "")
+        if entry is None:
+            raise ModelNotFound(model)
+        return ShowResponse(
+            details=entry.details,
+            model_info={"general.architecture": entry.details.family, "general.basename": model},
+            capabilities=["completion", "tools"],
+            modified_at=entry.modified_at,
+        )
+
+    async def running(self) -> list[PsModel]:
+        return []
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def url_for(self, replica: Replica, api: Api, endpoint: str) -> str:
+        """The upstream URL of an endpoint in a family."""
+        raise NotImplementedError
+
+    def headers(self) -> dict[str, str]:
+        """Headers for the upstream: its key (from the environment) and configured extras.
+
+        The client's own ``Authorization`` is never passed on.
+        """
+        headers = {"content-type": "application/json", **self.config.headers}
+        if key := self.config.api_key():
+            headers["authorization"] = f"Bearer {key}"
+        return headers
+
+    def _order(self) -> list[Replica]:
+        """Least outstanding requests first; replicas whose breaker is open go last."""
+        return sorted(self.replicas, key=lambda r: (r.breaker.state == "open", r.outstanding))
+
+    async def request(
+        self,
+        method: str,
+        url_of: Callable[[Replica], str],
+        body: bytes | None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[aiohttp.ClientResponse, Replica]:
+        """Send, retrying on another replica until a response starts (never after)."""
+        assert self._session is not None
+        last: GardenError = BackendUnavailable(f"backend '{self.name}' is unavailable")
+        for attempt in range(self.config.retries + 1):
+            replica = next((r for r in self._order() if r.breaker.allow()), None)
+            if replica is None:
+                raise BackendUnavailable(
+                    f"backend '{self.name}' is unavailable (circuit open)",
+                    retry_after=self.config.breaker_cooldown,
+                )
+            replica.outstanding += 1
+            try:
+                response = await self._attempt(method, url_of(replica), body, headers)
+            except GardenError as exc:
+                replica.outstanding -= 1
+                replica.breaker.failure()
+                last = exc
+            else:
+                if response.status not in RETRYABLE:
+                    replica.breaker.success()
+                    return response, replica
+                raw = await response.read()
+                response.release()
+                replica.outstanding -= 1
+                replica.breaker.failure()
+                last = status_error(response.status, raw)
+            if attempt < self.config.retries:
+                await asyncio.sleep(backoff(attempt))
+        raise last
+
+    async def _attempt(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str] | None
+    ) -> aiohttp.ClientResponse:
+        assert self._session is not None
+        merged = {**(headers or {}), **self.headers()} if headers is not None else self.headers()
+        try:
+            return await asyncio.wait_for(
+                self._session.request(method, url, data=body, headers=merged),
+                self.config.timeouts.first_byte,
+            )
+        except TimeoutError:
+            raise BackendUnavailable(f"backend '{self.name}' did not answer in time") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BackendUnavailable(f"backend '{self.name}' cannot be reached: {exc}") from None
+
+    async def get_json(self, path_of: Callable[[Replica], str]) -> Any:
+        """A small JSON GET (model lists) with the same retries and breakers."""
+        await self.limiter.acquire()
+        try:
+            response, replica = await self.request("GET", path_of, None)
+            try:
+                raw = await response.read()
+            finally:
+                response.release()
+                replica.outstanding -= 1
+        finally:
+            self.limiter.release()
+        if response.status != 200:
+            raise status_error(response.status, raw)
+        return orjson.loads(raw)
+
+    async def send(self, request: BackendRequest) -> BackendResponse:
+        """Relay one inference request; the answer's bytes come back untouched."""
+        body = orjson.dumps(request.body)
+        await self.limiter.acquire()
+        try:
+            response, replica = await self.request(
+                "POST", lambda r: self.url_for(r, request.api, request.endpoint), body
+            )
+        except BaseException:
+            self.limiter.release()
+            raise
+        if response.status != 200:
+            raw = await response.read()
+            response.release()
+            replica.outstanding -= 1
+            self.limiter.release()
+            raise status_error(response.status, raw)
+        return BackendResponse(
+            200,
+            response.headers.get("content-type", "application/json").split(";")[0],
+            iter_body(
+                response, BackendUnavailable, f"backend '{self.name}'", self.config.timeouts.idle
+            ),
+            request.api,
+            close=self._closer(response, replica),
+        )
+
+    def _closer(
+        self, response: aiohttp.ClientResponse, replica: Replica
+    ) -> Callable[[], Awaitable[None]]:
+        done = False
+
+        async def close() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                response.close()
+                replica.outstanding -= 1
+                self.limiter.release()
+
+        return close
+
+
+class OllamaBackend(RemoteBackend):
+    """Ollama daemons: they speak both families, so both are relayed as bytes."""
+
+    kind = "ollama"
+    apis = frozenset({Api.OLLAMA, Api.OPENAI})
+
+    async def discover(self) -> list[tuple[str, ListModel | None]]:
+        data = await self.get_json(lambda r: f"{r.url}/api/tags")
+        found: list[tuple[str, ListModel | None]] = []
+        for raw in data.get("models") or []:
+            with contextlib.suppress(ValueError):
+                entry = ListModel.model_validate(
+                    {**raw, "name": raw.get("name") or raw.get("model")}
+                )
+                found.append((entry.name, entry))
+        return found
+
+    def url_for(self, replica: Replica, api: Api, endpoint: str) -> str:
+        prefix = "/api/" if api is Api.OLLAMA else "/v1/"
+        return f"{replica.url}{prefix}{endpoint}"
+
+    async def show(self, model: str, verbose: bool = False) -> ShowResponse:
+        upstream = self.upstream_id(model)
+        body = orjson.dumps({"model": upstream, "verbose": verbose})
+        response, replica = await self.request("POST", lambda r: f"{r.url}/api/show", body)
+        try:
+            raw = await response.read()
+        finally:
+            response.release()
+            replica.outstanding -= 1
+        if response.status != 200:
+            raise status_error(response.status, raw)
+        data = orjson.loads(raw)
+        data.setdefault("model_info", {})
+        data.setdefault("capabilities", ["completion"])
+        data.setdefault("modified_at", datetime.now(UTC).isoformat())
+        return ShowResponse.model_validate(data)
+
+    async def running(self) -> list[PsModel]:
+        try:
+            data = await self.get_json(lambda r: f"{r.url}/api/ps")
+        except GardenError:
+            return []
+        names: dict[str, str] = {}
+        for name, upstream_id in self._ids.items():  # discovered names come before aliases
+            names.setdefault(upstream_id, name)
+        out = []
+        for raw in data.get("models") or []:
+            with contextlib.suppress(ValueError):
+                entry = PsModel.model_validate(raw)
+                shown = names.get(entry.name, entry.name)
+                out.append(entry.model_copy(update={"name": shown, "model": shown}))
+        return out
+
+
+class OpenAIBackend(RemoteBackend):
+    """OpenAI-compatible services: OpenAI clients are relayed, Ollama clients translated."""
+
+    kind = "openai"
+    apis = frozenset({Api.OPENAI})
+
+    async def discover(self) -> list[tuple[str, ListModel | None]]:
+        data = await self.get_json(lambda r: f"{r.url}/models")
+        return [(str(m["id"]), None) for m in data.get("data") or [] if "id" in m]
+
+    def url_for(self, replica: Replica, api: Api, endpoint: str) -> str:
+        return f"{replica.url}/{endpoint}"
