@@ -25,11 +25,11 @@ MODELS = ["meta-llama/llama-3.1-8b-instruct", "mistralai/mistral-7b-instruct:fre
 class OpenRouterStub:
     """Runs the stand-in on a free loopback port in a background thread."""
 
-    def __init__(self, key: str = "sk-or-test-key") -> None:
+    def __init__(self, key: str = "sk-or-test-key", port: int = 0) -> None:
         self.key = key
         self.requests: list[dict[str, Any]] = []
         self.fail_mid_stream = False
-        self.port = 0
+        self.port = port
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
 
@@ -38,9 +38,10 @@ class OpenRouterStub:
         return f"http://127.0.0.1:{self.port}/api/v1"
 
     def start(self) -> OpenRouterStub:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        if not self.port:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self.port = sock.getsockname()[1]
         ready = threading.Event()
         threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
         ready.wait(10)

@@ -213,6 +213,10 @@ breaker_cooldown = 60
         statuses.append((r.status_code, r.json()["error"]))
     assert all(code == 502 for code, _ in statuses)
     assert "circuit open" in statuses[-1][1]
+    state = httpx.get(bare.url + "/garden/backends").json()["backends"]
+    gone = next(b for b in state if b["name"] == "gone")
+    assert gone["replicas"][0]["breaker"] == "open"
+    assert [b["name"] for b in state] == ["local", "gone"]
 
 
 def test_upstream_dying_mid_stream_ends_with_an_error_record(
@@ -299,3 +303,41 @@ urls = ["http://127.0.0.1:{port}/v1"]
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_breaker_opens_while_down_and_recovers(
+    make_garden: Callable[..., GardenServer], tmp_path: Path
+) -> None:
+    port = free_port()
+    toml = f"""
+default_model = ""
+[[backends]]
+name = "flaky"
+kind = "openai"
+urls = ["http://127.0.0.1:{port}/api/v1"]
+api_key_env = "TEST_OPENROUTER_KEY"
+models = ["meta-llama/llama-3.1-8b-instruct"]
+retries = 0
+breaker_failures = 1
+breaker_cooldown = 1
+"""
+    server = make_garden(GARDEN_CONFIG=config(tmp_path, toml), TEST_OPENROUTER_KEY=KEY)
+    body = {
+        "model": "meta-llama/llama-3.1-8b-instruct",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": False,
+    }
+    first = httpx.post(server.url + "/api/chat", json=body)
+    assert first.status_code == 502 and "cannot be reached" in first.json()["error"]
+    fast = httpx.post(server.url + "/api/chat", json=body)
+    assert fast.status_code == 502 and "circuit open" in fast.json()["error"]
+    stub = OpenRouterStub(KEY, port=port).start()
+    try:
+        time.sleep(1.2)  # the cooldown passes; the next call is the probe
+        recovered = httpx.post(server.url + "/api/chat", json=body)
+        assert recovered.status_code == 200, recovered.text
+        assert recovered.json()["message"]["content"] == "Hello from the stand-in."
+        state = httpx.get(server.url + "/garden/backends").json()["backends"][-1]
+        assert state["replicas"][0]["breaker"] == "closed"
+    finally:
+        stub.stop()

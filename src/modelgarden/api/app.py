@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from modelgarden import __version__
-from modelgarden.api import passthrough
+from modelgarden.api import passthrough, status
 from modelgarden.api.errors import ollama_error, openai_error, unexpected
 from modelgarden.api.ollama import inference, models
 from modelgarden.api.openai import routes as openai_routes
@@ -87,5 +87,6 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(inference.router)
     app.include_router(openai_routes.router)
     app.include_router(passthrough.router)
+    app.include_router(status.router)
     install_schemas(app)
     return app
