@@ -16,10 +16,15 @@ from typing import Any, TypeVar
 import click
 
 from modelgarden import __version__
-from modelgarden.client import Client, ClientError, Unavailable
+from modelgarden.client import Client, ClientError, ClientOptions, RetryPolicy, Unavailable
 from modelgarden.wire.ollama import ChatResponse
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _client() -> Client:
+    """A client for the CLI: one try, so a missing server is reported at once."""
+    return Client(options=ClientOptions(retry=RetryPolicy(max_retries=0)))
 
 
 def _fail(message: str) -> None:
@@ -37,7 +42,7 @@ def handles_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except Unavailable:
-            client = Client()
+            client = _client()
             _fail(
                 f"could not connect to a running server at {client.base_url} "
                 "(start one with `garden serve`)"
@@ -115,7 +120,7 @@ def serve(host: str | None, models_dir: Path | None, config_file: Path | None) -
 @handles_errors
 def list_models() -> None:
     """List installed models."""
-    with Client() as client:
+    with _client() as client:
         models = client.list().models
     rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
     rows += [[m.name, m.digest[:12], human_size(m.size), human_ago(m.modified_at)] for m in models]
@@ -129,7 +134,7 @@ main.add_command(list_models, "ls")
 @handles_errors
 def ps() -> None:
     """List models loaded in memory."""
-    with Client() as client:
+    with _client() as client:
         models = client.ps().models
     rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
     for m in models:
@@ -157,7 +162,7 @@ def ps() -> None:
 @handles_errors
 def show(model: str, part: str | None) -> None:
     """Show information about a model."""
-    with Client() as client:
+    with _client() as client:
         info = client.show(model)
     if part:
         click.echo(getattr(info, part))
@@ -197,7 +202,7 @@ def create(name: str, path: Path) -> None:
     """Create a model from a GGUF file or a Modelfile."""
     from modelgarden.cli_create import create_request
 
-    with Client() as client:
+    with _client() as client:
         request = create_request(client, path)
         for record in client.create(name, **request):
             click.echo(record.status, err=True)
@@ -208,7 +213,7 @@ def create(name: str, path: Path) -> None:
 @handles_errors
 def rm(models: tuple[str, ...]) -> None:
     """Remove models."""
-    with Client() as client:
+    with _client() as client:
         for model in models:
             client.delete(model)
             click.echo(f"deleted '{model}'")
@@ -220,7 +225,7 @@ def rm(models: tuple[str, ...]) -> None:
 @handles_errors
 def cp(source: str, destination: str) -> None:
     """Copy a model under another name."""
-    with Client() as client:
+    with _client() as client:
         client.copy(source, destination)
     click.echo(f"copied '{source}' to '{destination}'")
 
@@ -230,7 +235,7 @@ def cp(source: str, destination: str) -> None:
 @handles_errors
 def stop(model: str) -> None:
     """Unload a model from memory."""
-    with Client() as client:
+    with _client() as client:
         client.generate(model, "", keep_alive=0)
 
 
@@ -248,7 +253,7 @@ def run(
     text = " ".join(prompt)
     if not text and not sys.stdin.isatty():
         text = sys.stdin.read()
-    with Client() as client:
+    with _client() as client:
         if text:
             _answer(client, model, [{"role": "user", "content": text}], fmt, keepalive, verbose)
             return

@@ -11,7 +11,11 @@
     │   ├── Overloaded           503
     │   └── ServerError          other 5xx
     ├── StreamError              an error record arrived after the stream began
+    │   └── StreamInterrupted    the connection broke after the stream delivered data
+    ├── RequestTimeout           the server did not answer within the call's timeout
+    ├── InvalidResponse          the answer could not be read as the expected type
     └── Unavailable              no server could be reached
+        └── CircuitOpen          every base URL's breaker for this endpoint is open
 """
 
 from __future__ import annotations
@@ -63,8 +67,31 @@ class StreamError(ClientError):
     """The stream began and then ended with an error record."""
 
 
-class Unavailable(ClientError):
-    """No server could be reached."""
+class StreamInterrupted(StreamError):
+    """The connection broke after the stream delivered data; it is never retried."""
+
+
+class RequestTimeout(ClientError):
+    """The server did not answer (or stopped sending) within the call's timeout."""
+
+
+class InvalidResponse(ClientError):
+    """The server's answer could not be read as the expected type (not JSON, wrong shape)."""
+
+
+class Unavailable(ClientError, ConnectionError):
+    """No server could be reached (also a ``ConnectionError``, which ``ollama`` raises)."""
+
+
+class CircuitOpen(Unavailable):
+    """Failing fast: the circuit breaker of every base URL for this endpoint is open.
+
+    ``retry_in`` is how many seconds remain until the soonest breaker lets a probe through.
+    """
+
+    def __init__(self, message: str, retry_in: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
 def for_status(status: int, message: str, retry_after: float | None = None) -> ResponseError:
