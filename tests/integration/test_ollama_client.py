@@ -151,6 +151,7 @@ def test_embed_is_one_normalised_vector_per_input(client: ollama.Client) -> None
 
 
 def test_load_then_unload_with_keep_alive_zero(client: ollama.Client) -> None:
+    client.generate(DEFAULT_MODEL, "", keep_alive=0)  # a new load gets the default 5m
     loaded = client.generate(DEFAULT_MODEL, "")
     assert loaded.done_reason == "load"
     running = {m.model: m for m in client.ps().models}
