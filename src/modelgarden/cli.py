@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +16,14 @@ from typing import Any, TypeVar
 import click
 
 from modelgarden import __version__
-from modelgarden.client import Client, ClientError, ClientOptions, RetryPolicy, Unavailable
+from modelgarden.client import (
+    Client,
+    ClientError,
+    ClientOptions,
+    ProgressResponse,
+    RetryPolicy,
+    Unavailable,
+)
 from modelgarden.wire.ollama import ChatResponse
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -206,6 +213,71 @@ def create(name: str, path: Path) -> None:
         request = create_request(client, path)
         for record in client.create(name, **request):
             click.echo(record.status, err=True)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--insecure", is_flag=True, help="Use plain HTTP for a registry named by host.")
+@handles_errors
+def pull(model: str, insecure: bool) -> None:
+    """Pull a model from a registry, or a GGUF from Hugging Face (hf.co/USER/REPO:QUANT)."""
+    with _client() as client:
+        show_progress(client.pull(model, insecure=insecure, stream=True))
+
+
+@main.command()
+@click.argument("model")
+@click.option("--insecure", is_flag=True, help="Use plain HTTP for a registry named by host.")
+@handles_errors
+def push(model: str, insecure: bool) -> None:
+    """Push a model to the registry its name points at."""
+    from modelgarden.client._base import Call
+
+    body = {"model": model, "insecure": insecure, "stream": True}
+    with _client() as client:  # the client has no push method: send the call it would send
+        call = Call("POST", "/api/push", body, stream=True, name="push")
+        show_progress(client._stream(call, ProgressResponse, None))
+
+
+def show_progress(records: Iterable[ProgressResponse]) -> None:
+    """Ollama's progress display on stderr: status lines in order, and a bar per layer with
+    its speed and time left. A failure ends the display before the error is printed."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    console = Console(stderr=True, highlight=False)
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    progress: Progress | None = None
+    bars: dict[str, TaskID] = {}
+    try:
+        for record in records:
+            if not (record.digest and record.total):
+                if progress is not None:  # the bars so far stay above the next status
+                    progress.stop()
+                    progress = None
+                console.print(record.status)
+                continue
+            if progress is None:
+                progress = Progress(TextColumn("{task.description}"), *columns, console=console)
+                progress.start()
+            done = record.completed or 0
+            if record.digest in bars:
+                progress.update(bars[record.digest], completed=done)
+            else:
+                bars[record.digest] = progress.add_task(
+                    record.status, total=record.total, completed=done
+                )
+    finally:
+        if progress is not None:
+            progress.stop()
 
 
 @main.command("rm")

@@ -13,6 +13,7 @@ import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -144,6 +145,16 @@ class Settings(BaseSettings):
         default_factory=dict, description="model -> models to try when its backend is down or full"
     )
     log_level: str = Field(default="info", validation_alias=_env("GARDEN_LOG_LEVEL"))
+    registry_url: str = Field(
+        default="https://registry.ollama.ai",
+        validation_alias=_env("GARDEN_REGISTRY"),
+        description="Registry that model names without a host are pulled from and pushed to.",
+    )
+    hf_endpoint: str = Field(
+        default="https://huggingface.co",
+        validation_alias=_env("GARDEN_HF_ENDPOINT", "HF_ENDPOINT"),
+        description="Hugging Face Hub endpoint for hf.co/... pulls.",
+    )
 
     @field_validator("host")
     @classmethod
@@ -163,6 +174,15 @@ class Settings(BaseSettings):
         if level not in {"debug", "info", "warning", "error"}:
             raise ValueError("expected one of debug, info, warning, error")
         return level
+
+    @field_validator("registry_url", "hf_endpoint")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        url = value.strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("expected an http:// or https:// URL")
+        return url
 
     @field_validator("models_dir", mode="after")
     @classmethod

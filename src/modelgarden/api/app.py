@@ -17,7 +17,7 @@ from starlette.responses import Response
 from modelgarden import __version__
 from modelgarden.api import passthrough, status
 from modelgarden.api.errors import ollama_error, openai_error, unexpected
-from modelgarden.api.ollama import inference, models
+from modelgarden.api.ollama import inference, models, transfer
 from modelgarden.api.openai import routes as openai_routes
 from modelgarden.api.openapi import install_schemas
 from modelgarden.config import Settings
@@ -85,6 +85,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(models.router)
     app.include_router(inference.router)
+    app.include_router(transfer.router)
     app.include_router(openai_routes.router)
     app.include_router(passthrough.router)
     app.include_router(status.router)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -167,3 +168,85 @@ class BlobStore:
         """Delete a blob if present."""
         with contextlib.suppress(FileNotFoundError):
             self.path(digest).unlink()
+
+    # -- resumable downloads (additive: used by pulls) -----------------------------------
+
+    def partial_path(self, digest: str) -> Path:
+        """Where a resumable download of this blob keeps its bytes: ``sha256-<hex>-partial``.
+
+        The name does not end in ``.partial``, so :meth:`sweep_partials` keeps it: a pull
+        interrupted by a restart resumes from it.
+        """
+        return self.root / (parse_digest(digest).replace(":", "-") + PARTIAL_SUFFIX)
+
+    def partial(self, digest: str) -> PartialBlob:
+        """Open (or create) the resumable download of a blob; its existing bytes are re-hashed."""
+        return PartialBlob(self, digest)
+
+
+PARTIAL_SUFFIX = "-partial"
+
+
+class PartialBlob:
+    """One resumable blob download: owns ``sha256-<hex>-partial`` and its running hash.
+
+    Bytes are appended (and hashed as they arrive); ``commit`` renames the file into place
+    only when its SHA-256 is the expected digest, and removes it otherwise. ``close`` keeps
+    the bytes for a later resume. Blocking file work: call from a thread. A lock makes
+    ``close`` wait for a ``write`` still running in another thread.
+    """
+
+    def __init__(self, store: BlobStore, digest: str) -> None:
+        self.store = store
+        self.digest = parse_digest(digest)
+        self.path = store.partial_path(self.digest)
+        self._lock = threading.Lock()
+        self._hash = hashlib.sha256()
+        self.offset = 0
+        self._fh: BinaryIO = open(self.path, "ab")  # noqa: SIM115 - kept open across writes
+        with open(self.path, "rb") as existing:
+            while chunk := existing.read(CHUNK):
+                self._hash.update(chunk)
+                self.offset += len(chunk)
+
+    def write(self, chunk: bytes) -> None:
+        """Append bytes at the end of what is already there."""
+        with self._lock:
+            self._fh.write(chunk)
+            self._hash.update(chunk)
+            self.offset += len(chunk)
+
+    def restart(self) -> None:
+        """Drop the bytes received so far (the source cannot resume)."""
+        with self._lock:
+            self._fh.truncate(0)
+            self._fh.seek(0)
+            self._hash = hashlib.sha256()
+            self.offset = 0
+
+    def commit(self) -> str:
+        """Verify the digest and move the blob into place; a mismatch removes the bytes."""
+        with self._lock:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            got = f"sha256:{self._hash.hexdigest()}"
+            if got != self.digest:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                raise BadRequest(f"digest mismatch, expected {self.digest}, got {got}")
+            os.replace(self.path, self.store.path(got))
+            return got
+
+    def close(self) -> None:
+        """Stop writing and keep the bytes for a later resume."""
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.flush()
+                self._fh.close()
+
+    def discard(self) -> None:
+        """Stop writing and remove the bytes."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()

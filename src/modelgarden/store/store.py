@@ -336,3 +336,40 @@ class ModelStore:
             except OSError:
                 return
             folder = folder.parent
+
+    # -- raw manifests (additive: used by pull and push) ---------------------------------
+
+    def manifest_bytes(self, name: str) -> bytes:
+        """The manifest file of an installed model, byte for byte (what a push sends)."""
+        path = self._manifest_file(ModelName.parse(name))
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ModelNotFound(name) from None
+
+    def write_manifest_bytes(self, name: str, raw: bytes) -> LocalModel:
+        """Atomically write a manifest exactly as received (a pull).
+
+        Its digest, the model's ID, is then the registry's. Every blob it names must
+        already be present.
+        """
+        parsed = ModelName.parse(name)
+        manifest = Manifest.from_bytes(raw)
+        for layer in [manifest.config, *manifest.layers]:
+            if not self.blobs.has(layer.digest):
+                raise BadRequest(f"blob {layer.digest} is missing")
+        path = self._manifest_file(parsed)
+        with self._lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".partial")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(raw)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            self._cache.pop(parsed.full, None)
+            return self.get(name)
