@@ -75,16 +75,21 @@ async def iter_body(
     """The upstream body as it arrives; a connection that breaks, or that stays silent for
     ``idle`` seconds, raises ``broken``."""
     complete = False
+    loop = asyncio.get_running_loop()
     try:
-        while True:
-            try:
-                chunk = await asyncio.wait_for(response.content.readany(), idle)
-            except TimeoutError:
-                raise broken(f"{what} sent nothing for {idle:.0f}s mid-response") from None
-            if not chunk:
-                break
-            yield chunk
+        # One timeout scope, pushed back after every chunk: no task or timer per chunk.
+        async with asyncio.timeout(None) as scope:
+            while True:
+                if idle is not None:
+                    scope.reschedule(loop.time() + idle)
+                chunk = await response.content.readany()
+                if not chunk:
+                    break
+                scope.reschedule(None)
+                yield chunk
         complete = True
+    except TimeoutError:
+        raise broken(f"{what} sent nothing for {idle:.0f}s mid-response") from None
     except (aiohttp.ClientError, ConnectionError) as exc:
         reason = str(exc) or type(exc).__name__
         raise broken(f"{what} stopped answering mid-response: {reason}") from None

@@ -92,6 +92,8 @@ class LocalBackend:
     async def has_model(self, model: str) -> bool:
         if self.store.peek(model) is not None:
             return True
+        if self.store.known_missing(model):
+            return False  # the common case for models of other backends: no thread, no I/O
         return await asyncio.to_thread(self.store.exists, model)
 
     async def show(self, model: str, verbose: bool = False) -> ShowResponse:

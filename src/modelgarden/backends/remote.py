@@ -229,10 +229,8 @@ class RemoteBackend:
         assert self._session is not None
         merged = {**(headers or {}), **self.headers()} if headers is not None else self.headers()
         try:
-            return await asyncio.wait_for(
-                self._session.request(method, url, data=body, headers=merged),
-                self.config.timeouts.first_byte,
-            )
+            async with asyncio.timeout(self.config.timeouts.first_byte):
+                return await self._session.request(method, url, data=body, headers=merged)
         except TimeoutError:
             raise BackendUnavailable(f"backend '{self.name}' did not answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:

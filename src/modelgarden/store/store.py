@@ -145,6 +145,9 @@ class ModelStore:
         self._lock = threading.RLock()
         self._cache: dict[str, LocalModel] = {}
         self._gguf_cache: dict[str, GGUFInfo] = {}
+        #: Names looked up and not found; cleared by every write through this store (all
+        #: writes go through the gateway that owns the folder).
+        self._missing: set[str] = set()
         self.blobs.sweep_partials()
 
     # -- reading -------------------------------------------------------------------------
@@ -180,12 +183,31 @@ class ModelStore:
         return self._gguf_cache.get(model.model_digest)
 
     def exists(self, name: str) -> bool:
-        """Whether a model of this name is installed."""
+        """Whether a model of this name is installed (absences are remembered until a write)."""
+        try:
+            key = ModelName.parse(name).full
+        except InvalidModelName:
+            return False
+        if key in self._missing:
+            return False
         try:
             self.get(name)
         except ModelNotFound:
+            self._missing.add(key)
             return False
         return True
+
+    def known_missing(self, name: str) -> bool:
+        """Whether the name was looked up and is not installed: no file access."""
+        try:
+            return ModelName.parse(name).full in self._missing
+        except InvalidModelName:
+            return True
+
+    def _forget(self, name: ModelName) -> None:
+        """Drop what is cached about a name after its manifest changed."""
+        self._cache.pop(name.full, None)
+        self._missing.clear()
 
     def _load(self, name: ModelName, raw: bytes, mtime: float) -> LocalModel:
         manifest = Manifest.from_bytes(raw)
@@ -255,6 +277,7 @@ class ModelStore:
                 except (ValueError, KeyError, OSError, ModelNotFound):
                     continue
                 self._cache[name.full] = model
+                self._missing.discard(name.full)  # written by someone else since
                 models.append(model)
         models.sort(key=lambda m: m.modified_at, reverse=True)
         return models
@@ -280,7 +303,7 @@ class ModelStore:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-            self._cache.pop(parsed.full, None)
+            self._forget(parsed)
             return self.get(name)
 
     def add_layer(self, data: bytes, media_type: str) -> Layer:
@@ -319,7 +342,7 @@ class ModelStore:
         with self._lock:
             model = self.get(name)
             self._manifest_file(parsed).unlink()
-            self._cache.pop(parsed.full, None)
+            self._forget(parsed)
             in_use: set[str] = set()
             for other in self.installed():
                 in_use.add(other.manifest.config.digest)
@@ -371,5 +394,5 @@ class ModelStore:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-            self._cache.pop(parsed.full, None)
+            self._forget(parsed)
             return self.get(name)
