@@ -178,3 +178,28 @@ def test_sigterm_stops_gateway_and_runners(make_garden: Callable[..., GardenServ
     assert pids
     assert server.stop() == 0
     assert wait_until(lambda: not any(psutil.pid_exists(pid) for pid in pids), timeout=10)
+
+
+def test_a_client_that_leaves_the_queue_frees_its_place(
+    make_garden: Callable[..., GardenServer],
+) -> None:
+    server = make_garden(OLLAMA_MAX_QUEUE="1")
+    long_body = {"model": DEFAULT_MODEL, "prompt": COUNTING, "raw": True, "options": LONG}
+    short = {"model": DEFAULT_MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 1}}
+
+    async def scenario() -> int:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            async with http.stream("POST", "/api/generate", json=long_body) as busy:
+                lines = busy.aiter_lines()
+                await lines.__anext__()  # the only slot is busy
+                with pytest.raises(httpx.ReadTimeout):  # waits in the queue, then gives up
+                    await http.post("/api/generate", json=short, timeout=0.5)
+                await asyncio.sleep(0.3)
+                # its place in the queue is free again: this one is queued, not refused
+                queued = asyncio.ensure_future(http.post("/api/generate", json=short))
+                await asyncio.sleep(0.5)
+                assert not queued.done()
+                await lines.aclose()
+            return (await queued).status_code
+
+    assert asyncio.run(scenario()) == 200

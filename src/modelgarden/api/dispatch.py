@@ -54,10 +54,6 @@ class Incoming:
     neutral: Callable[[], InferenceRequest]
 
 
-async def _close(response: BackendResponse) -> None:
-    await response.close()
-
-
 #: Failures after which the next route (a fallback) is tried: the backend, not the request.
 FALL_THROUGH = (BackendUnavailable, Overloaded, UpstreamTimeout)
 
@@ -110,7 +106,7 @@ async def _send(route: Route, incoming: Incoming, watch: ClientWatch) -> Backend
         start_ns=time.time_ns(),
         keep_alive=incoming.keep_alive,
     )
-    upstream = await watch.guard(backend.send(breq), _close)
+    upstream = await watch.guard(backend.send(breq))
     return upstream if neutral is None else _translated(upstream, incoming, neutral, target)
 
 

@@ -98,20 +98,28 @@ class ClientWatch:
         """Whether the client has disconnected."""
         return self.future.done() and not self.future.cancelled()
 
-    async def guard(self, work: Awaitable[T], on_abandon: Callable[[T], Awaitable[None]]) -> T:
-        """Await ``work`` unless the client leaves first (then raise :class:`ClientClosed`)."""
-        task = asyncio.ensure_future(work)
-        await asyncio.wait((task, self.future), return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        task.cancel()
+    async def guard(self, work: Awaitable[T]) -> T:
+        """Await ``work`` unless the client leaves first (then raise :class:`ClientClosed`).
+
+        The waiting task itself is cancelled when the client goes: no extra task per request.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_disconnect(_: asyncio.Future[None]) -> None:
+            if self.gone:
+                task.cancel()
+
+        self.future.add_done_callback(on_disconnect)
         try:
-            result = await task
-        except (asyncio.CancelledError, GardenError):
-            pass
-        else:
-            await on_abandon(result)
-        raise ClientClosed("client disconnected")
+            return await work
+        except asyncio.CancelledError:
+            if not self.gone:
+                raise
+            task.uncancel()
+            raise ClientClosed("client disconnected") from None
+        finally:
+            self.future.remove_done_callback(on_disconnect)
 
     def stop(self) -> None:
         """Stop watching (the response is complete)."""
