@@ -286,25 +286,7 @@ class ModelStore:
 
     def write_manifest(self, name: str, manifest: Manifest) -> LocalModel:
         """Atomically write a manifest (every blob it names must already be present)."""
-        parsed = ModelName.parse(name)
-        for layer in [manifest.config, *manifest.layers]:
-            if not self.blobs.has(layer.digest):
-                raise BadRequest(f"blob {layer.digest} is missing")
-        path = self._manifest_file(parsed)
-        with self._lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".partial")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(manifest.to_bytes())
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-            self._forget(parsed)
-            return self.get(name)
+        return self.write_manifest_bytes(name, manifest.to_bytes())
 
     def add_layer(self, data: bytes, media_type: str) -> Layer:
         """Store small layer content and describe it."""
