@@ -92,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"failed to load model {args.model}: {exc}", file=sys.stderr, flush=True)
         return 1
-    import uvicorn
-
     from modelgarden.runner.server import build_app
     from modelgarden.runner.service import RunnerService
 
@@ -103,7 +101,15 @@ def main(argv: list[str] | None = None) -> int:
         initializer=_lower_priority,
         initargs=(args.nice,),
     )
-    app = build_app(RunnerService(engine, executor))
+    _serve_forever(build_app(RunnerService(engine, executor)), args, started)
+    engine.close()
+    return 0
+
+
+def _serve_forever(app: Any, args: argparse.Namespace, started: float) -> None:
+    """Bind, announce ``READY <port> <load ms>`` on stdout, and serve until stopped."""
+    import uvicorn
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
@@ -129,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve(server, sock, not args.no_stdin_watch))
     else:
         uvloop.run(_serve(server, sock, not args.no_stdin_watch))
-    engine.close()
-    return 0
 
 
 if __name__ == "__main__":
