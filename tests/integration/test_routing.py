@@ -171,6 +171,9 @@ def test_passthrough_and_its_guards(front: GardenServer) -> None:
     assert r.headers["content-type"] == "application/x-ndjson" and lines[-1]["done"]
     missing = httpx.post(front.url + "/ollama/api/show", json={"model": "nope"})
     assert missing.status_code == 404 and "error" in missing.json()
+    state = httpx.get(front.url + "/garden/backends").json()["backends"]
+    upstream = next(b for b in state if b["name"] == "upstream")
+    assert upstream["active"] == 0 and upstream["replicas"][0]["outstanding"] == 0
     for path in (
         "/ollama/api/../api/delete",
         "/ollama/%2e%2e/api/tags",

@@ -10,11 +10,12 @@ prefix (``..``, also percent-encoded, backslashes, empty segments) is refused wi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from modelgarden.backends.http import iter_body
 from modelgarden.backends.remote import OllamaBackend, Replica
@@ -78,19 +79,36 @@ async def passthrough(request: Request, path: str) -> Response:
         backend.limiter.release()
         raise
 
-    async def stream() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in iter_body(
-                upstream,
-                BackendUnavailable,
-                f"backend '{backend.name}'",
-                backend.config.timeouts.idle,
-            ):
-                yield chunk
-        finally:
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
             upstream.close()
             replica.outstanding -= 1
             backend.limiter.release()
 
+    body_iter = iter_body(
+        upstream, BackendUnavailable, f"backend '{backend.name}'", backend.config.timeouts.idle
+    )
     out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-    return StreamingResponse(stream(), status_code=upstream.status, headers=out_headers)
+    return _Released(
+        StreamingResponse(body_iter, status_code=upstream.status, headers=out_headers), release
+    )
+
+
+class _Released(Response):
+    """Runs a response, then frees what it held, even if the client left before it began."""
+
+    def __init__(self, inner: Response, release: Callable[[], None]) -> None:
+        self.inner = inner
+        self.release = release
+        self.status_code = inner.status_code
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            self.release()
