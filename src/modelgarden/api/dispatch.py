@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from modelgarden.api.streaming import NDJSON, SSE, ClientWatch, Framing, RelayResponse
+from modelgarden.api.streaming import NDJSON, SSE, ClientWatch, RelayResponse
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
 from modelgarden.errors import BackendUnavailable, GardenError, Overloaded, UpstreamTimeout
 from modelgarden.gateway import Gateway, Route
@@ -169,8 +169,3 @@ def _convert_whole(
     cid_prefix = "chatcmpl" if incoming.kind == "chat" else "cmpl"
     build = oa.chat_response_out if incoming.kind == "chat" else oa.completion_response_out
     return build(chunk, model, oa.new_id(cid_prefix), oa.now())
-
-
-def framing_for(api: Api) -> Framing:
-    """The stream framing of a family."""
-    return FRAMING[api]

@@ -10,7 +10,7 @@ prefix (``..``, also percent-encoded, backslashes, empty segments) is refused wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
@@ -79,29 +79,20 @@ async def passthrough(request: Request, path: str) -> Response:
         backend.limiter.release()
         raise
 
-    released = False
-
-    def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            upstream.close()
-            replica.outstanding -= 1
-            backend.limiter.release()
-
     body_iter = iter_body(
         upstream, BackendUnavailable, f"backend '{backend.name}'", backend.config.timeouts.idle
     )
     out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
     return _Released(
-        StreamingResponse(body_iter, status_code=upstream.status, headers=out_headers), release
+        StreamingResponse(body_iter, status_code=upstream.status, headers=out_headers),
+        backend.closer(upstream, replica),
     )
 
 
 class _Released(Response):
     """Runs a response, then frees what it held, even if the client left before it began."""
 
-    def __init__(self, inner: Response, release: Callable[[], None]) -> None:
+    def __init__(self, inner: Response, release: Callable[[], Awaitable[None]]) -> None:
         self.inner = inner
         self.release = release
         self.status_code = inner.status_code
@@ -111,4 +102,4 @@ class _Released(Response):
         try:
             await self.inner(scope, receive, send)
         finally:
-            self.release()
+            await self.release()

@@ -30,7 +30,7 @@ from modelgarden.config import Settings
 from modelgarden.errors import RunnerFailed, UnsupportedCapability
 from modelgarden.lifecycle.process import LaunchSpec
 from modelgarden.lifecycle.scheduler import Lease, Scheduler
-from modelgarden.options import LOAD_OPTIONS, validate_options
+from modelgarden.options import LOAD_OPTIONS, merge_parameters, validate_options
 from modelgarden.store.default import seed_default_model
 from modelgarden.store.gguf import GGUFInfo
 from modelgarden.store.store import LocalModel, ModelStore
@@ -128,7 +128,7 @@ class LocalBackend:
         needed = "embedding" if request.endpoint == "embed" else "completion"
         if needed == "completion" and needed not in caps:
             raise UnsupportedCapability(f'"{request.model}" does not support {request.endpoint}')
-        options = {**model.parameters, **validate_options(request.body.get("options"))}
+        options = merge_parameters(model.parameters, validate_options(request.body.get("options")))
         spec = self.launch_spec(model, info, options)
         if self._is_empty(request):
             return await self._load_or_unload(request, model, info, spec)

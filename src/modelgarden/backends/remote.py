@@ -276,12 +276,13 @@ class RemoteBackend:
                 response, BackendUnavailable, f"backend '{self.name}'", self.config.timeouts.idle
             ),
             request.api,
-            close=self._closer(response, replica),
+            close=self.closer(response, replica),
         )
 
-    def _closer(
+    def closer(
         self, response: aiohttp.ClientResponse, replica: Replica
     ) -> Callable[[], Awaitable[None]]:
+        """Frees a started response's connection, replica count and limiter slot, once."""
         done = False
 
         async def close() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelgarden.errors import BadRequest
-from modelgarden.options import validate_options
+from modelgarden.options import merge_parameters, validate_options
 from modelgarden.store.gguf import GGUFInfo
 from modelgarden.store.names import ModelName
 from modelgarden.store.store import (
@@ -115,7 +115,7 @@ def create_model(store: ModelStore, spec: CreateSpec) -> Iterator[dict[str, Any]
         layers = [layer for layer in layers if layer.media_type != MEDIA_LICENSE]
         for text in spec.license:
             layers.append(store.add_layer(text.encode(), MEDIA_LICENSE))
-    merged = {**base_params, **(params or {})}
+    merged = merge_parameters(base_params, params or {})
     if merged:
         new_layers.append(store.add_layer(json.dumps(merged).encode(), MEDIA_PARAMS))
     for layer in new_layers:
