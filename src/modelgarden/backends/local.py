@@ -20,7 +20,6 @@ from modelgarden.backends.base import Api, BackendRequest, BackendResponse
 from modelgarden.backends.http import iter_body, new_session, status_error
 from modelgarden.backends.local_views import (
     capabilities,
-    estimate_size,
     list_entry,
     load_record,
     ps_entry,
@@ -28,6 +27,7 @@ from modelgarden.backends.local_views import (
 )
 from modelgarden.config import Settings
 from modelgarden.errors import RunnerFailed, UnsupportedCapability
+from modelgarden.lifecycle.memory import MemoryBudget, MemoryEstimate, estimate
 from modelgarden.lifecycle.process import LaunchSpec
 from modelgarden.lifecycle.scheduler import Lease, Scheduler
 from modelgarden.options import LOAD_OPTIONS, merge_parameters, validate_options
@@ -57,6 +57,7 @@ class LocalBackend:
             max_queue=settings.max_queue,
             default_keep_alive=settings.keep_alive,
             start_timeout=settings.runner_start_timeout,
+            budget=MemoryBudget(settings.memory_limit),
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -120,6 +121,11 @@ class LocalBackend:
             nice=self.settings.runner_nice,
         )
 
+    @staticmethod
+    def need(model: LocalModel, info: GGUFInfo, spec: LaunchSpec) -> MemoryEstimate:
+        """The model's estimated memory need when started as ``spec``."""
+        return estimate(info, model.size, spec.num_ctx, spec.num_batch)
+
     async def send(self, request: BackendRequest) -> BackendResponse:
         """Answer ``chat``, ``generate`` or ``embed`` from a runner."""
         model = await self.model(request.model)
@@ -132,8 +138,8 @@ class LocalBackend:
         spec = self.launch_spec(model, info, options)
         if self._is_empty(request):
             return await self._load_or_unload(request, model, info, spec)
-        size = estimate_size(info, model.size, spec.num_ctx)
-        lease = await self.scheduler.acquire(spec, model.name, model, size, request.keep_alive)
+        need = self.need(model, info, spec)
+        lease = await self.scheduler.acquire(spec, model.name, model, need, request.keep_alive)
         try:
             body = self._runner_body(request, model, options)
             return await self._forward(request, lease, body)
@@ -163,8 +169,8 @@ class LocalBackend:
                     self.scheduler.set_keep_alive(spec, 0)
             reason = "unload"
         else:
-            size = estimate_size(info, model.size, spec.num_ctx)
-            lease = await self.scheduler.acquire(spec, model.name, model, size, request.keep_alive)
+            need = self.need(model, info, spec)
+            lease = await self.scheduler.acquire(spec, model.name, model, need, request.keep_alive)
             self.scheduler.release(lease)
             reason = "load"
         record = orjson.dumps(

@@ -108,17 +108,6 @@ def ps_entry(loaded: LoadedModel) -> PsModel:
     )
 
 
-def estimate_size(info: GGUFInfo, file_size: int, num_ctx: int, runners: int = 1) -> int:
-    """Memory a loaded model needs: weights, plus an f16 KV cache per runner, plus overhead."""
-    layers = int(info.arch_value("block_count", 0) or 0)
-    heads = int(info.arch_value("attention.head_count", 1) or 1)
-    kv_heads = int(info.arch_value("attention.head_count_kv", heads) or heads)
-    embd = int(info.arch_value("embedding_length", 0) or 0)
-    head_dim = int(info.arch_value("attention.key_length", 0) or 0) or (embd // max(heads, 1))
-    kv = 2 * layers * num_ctx * kv_heads * head_dim * 2
-    return file_size + runners * kv
-
-
 def load_record(model_name: str, endpoint: str, reason: str) -> dict[str, Any]:
     """The single record answering an empty request: ``done_reason`` load or unload."""
     record: dict[str, Any] = {

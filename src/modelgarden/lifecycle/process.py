@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psutil
 import structlog
 
 from modelgarden.errors import RunnerFailed
@@ -104,6 +105,16 @@ class RunnerProcess:
     def pid(self) -> int | None:
         """The OS process id, while there is a process."""
         return self._proc.pid if self._proc else None
+
+    def rss(self) -> int:
+        """Resident memory of the process now (0 when it has none or cannot be read)."""
+        pid = self.pid
+        if pid is None or self.returncode is not None:
+            return 0
+        try:
+            return int(psutil.Process(pid).memory_info().rss)
+        except (psutil.Error, OSError):
+            return 0
 
     @property
     def base_url(self) -> str:

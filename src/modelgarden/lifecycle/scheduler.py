@@ -3,9 +3,17 @@
 The scheduler follows Ollama's rules: a model loads on the first request for it, stays
 loaded for ``keep_alive`` after its last request (a negative value: forever, ``0``: unload
 right after the answer), at most ``max_loaded_models`` are loaded at once (the least
-recently used idle one makes room), each model answers ``num_parallel`` requests at once
-(one runner process per slot, started when needed; the weights are shared through mmap),
-and at most ``max_queue`` requests wait; past that a request gets 503.
+recently used idle one makes room; models pinned with a negative keep-alive go last), each
+model answers ``num_parallel`` requests at once (one runner process per slot, started when
+needed; the weights are shared through mmap), and at most ``max_queue`` requests wait; past
+that a request gets 503.
+
+Memory is admitted as well (:class:`MemoryBudget`): before a runner starts, its estimated
+need must fit in what is free; idle models are evicted (least recently used first) to make
+room, a model waits for busy ones only when their memory would make it fit, and a model
+that cannot fit even then is refused with :class:`InsufficientMemory` instead of being
+left to the kernel's OOM killer. A further runner of a loaded model that does not fit is
+not started: the request waits for one of the model's own runners.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from typing import Any
 
 import structlog
 
-from modelgarden.errors import SERVER_BUSY, Overloaded
+from modelgarden.errors import SERVER_BUSY, InsufficientMemory, Overloaded
+from modelgarden.lifecycle.memory import MemoryBudget, MemoryEstimate
 from modelgarden.lifecycle.process import LaunchSpec, RunnerProcess, RunnerState
 
 log = structlog.get_logger(__name__)
@@ -33,7 +42,7 @@ class LoadedModel:
     name: str
     info: Any
     keep_alive: float
-    size: int
+    need: MemoryEstimate
     slots: asyncio.Semaphore
     runners: list[RunnerProcess] = field(default_factory=list)
     idle: list[RunnerProcess] = field(default_factory=list)
@@ -42,6 +51,16 @@ class LoadedModel:
     expires_at: float = math.inf
     timer: asyncio.TimerHandle | None = None
     unloading: bool = False
+
+    @property
+    def size(self) -> int:
+        """Estimated memory of the model with the runners it has (at least one)."""
+        return self.need.total(len(self.runners))
+
+    @property
+    def held(self) -> int:
+        """Estimated memory its running processes may take (0 while none has started)."""
+        return self.need.total(len(self.runners)) if self.runners else 0
 
     def expires_wall(self) -> float:
         """The wall-clock time at which the model will unload (``inf``: never)."""
@@ -67,6 +86,11 @@ class Lease:
         return self.runner.base_url
 
 
+def _eviction_order(model: LoadedModel) -> tuple[bool, float]:
+    """Models pinned with an infinite keep-alive go last; otherwise least recently used first."""
+    return math.isinf(model.keep_alive), model.last_used
+
+
 class Scheduler:
     """Owns the loaded models and their runners; hands out leases on runner slots."""
 
@@ -78,6 +102,7 @@ class Scheduler:
         max_queue: int,
         default_keep_alive: float,
         start_timeout: float,
+        budget: MemoryBudget | None = None,
         runner_factory: Callable[..., RunnerProcess] = RunnerProcess,
     ) -> None:
         self.max_loaded = max_loaded
@@ -85,6 +110,7 @@ class Scheduler:
         self.max_queue = max_queue
         self.default_keep_alive = default_keep_alive
         self.start_timeout = start_timeout
+        self.budget = budget
         self._factory = runner_factory
         self._models: dict[LaunchSpec, LoadedModel] = {}
         self._changed = asyncio.Condition()
@@ -110,7 +136,12 @@ class Scheduler:
     # -- acquiring -------------------------------------------------------------------------
 
     async def acquire(
-        self, spec: LaunchSpec, name: str, info: Any, size: int, keep_alive: float | None
+        self,
+        spec: LaunchSpec,
+        name: str,
+        info: Any,
+        need: MemoryEstimate,
+        keep_alive: float | None,
     ) -> Lease:
         """Wait for a runner slot of this model, loading it if needed."""
         if self._closing:
@@ -122,7 +153,7 @@ class Scheduler:
         self._pending += 1
         started = time.perf_counter_ns()
         try:
-            model, runner, loaded_now = await self._take(spec, name, info, size)
+            model, runner, loaded_now = await self._take(spec, name, info, need)
         finally:
             self._pending -= 1
         model.active += 1
@@ -137,7 +168,7 @@ class Scheduler:
         return Lease(model=model, runner=runner, load_ns=load_ns)
 
     async def _take(
-        self, spec: LaunchSpec, name: str, info: Any, size: int
+        self, spec: LaunchSpec, name: str, info: Any, need: MemoryEstimate
     ) -> tuple[LoadedModel, RunnerProcess, bool]:
         while True:
             model = self._models.get(spec)
@@ -150,7 +181,7 @@ class Scheduler:
                         name=name,
                         info=info,
                         keep_alive=self.default_keep_alive,
-                        size=size,
+                        need=need,
                         slots=asyncio.Semaphore(self.num_parallel),
                     )
                     self._models[spec] = model
@@ -169,10 +200,17 @@ class Scheduler:
             return model, runner, fresh
 
     async def _runner_for(self, model: LoadedModel) -> tuple[RunnerProcess, bool]:
-        while model.idle:
-            runner = model.idle.pop()
-            if runner.state is RunnerState.READY:
-                return runner, False
+        while True:
+            while model.idle:
+                runner = model.idle.pop()
+                if runner.state is RunnerState.READY:
+                    return runner, False
+            need = model.need.per_runner if model.runners else model.need.total(1)
+            if await self._admit(model, need):
+                break
+            async with self._changed:  # no memory for another runner: wait for one of ours
+                while not model.idle and model.runners:
+                    await self._changed.wait()
         runner = self._factory(
             model.spec, start_timeout=self.start_timeout, on_exit=self._runner_exited
         )
@@ -182,6 +220,9 @@ class Scheduler:
         except BaseException:
             model.runners.remove(runner)
             raise
+        finally:
+            if self.budget is not None:
+                self.budget.reserved -= need
         log.info(
             "model loaded",
             model=model.name,
@@ -196,11 +237,47 @@ class Scheduler:
             while spec not in self._models and len(self._models) >= self.max_loaded:
                 idle = [m for m in self._models.values() if m.active == 0 and not m.unloading]
                 if idle:
-                    victim = min(idle, key=lambda m: m.last_used)
+                    victim = min(idle, key=_eviction_order)
                     log.info("evicting model to make room", model=victim.name)
                     await self._unload_locked(victim)
                     continue
                 await self._changed.wait()
+
+    async def _admit(self, model: LoadedModel, need: int) -> bool:
+        """Reserve memory for a new runner of ``model``, evicting idle models if need be.
+
+        False when the model already has runners and no more fit (use one of those);
+        :class:`InsufficientMemory` when it could not fit even with every other model gone.
+        """
+        if self.budget is None:
+            return True
+        async with self._changed:
+            while True:
+                free = self._free(self.budget)
+                if need <= free:
+                    self.budget.reserved += need
+                    return True
+                others = [m for m in self._models.values() if m is not model and not m.unloading]
+                idle = [m for m in others if m.active == 0]
+                if idle:
+                    victim = min(idle, key=_eviction_order)
+                    log.info("evicting model to free memory", model=victim.name, need=need)
+                    await self._unload_locked(victim)
+                    continue
+                if model.runners:
+                    return False
+                if need > free + sum(m.held for m in others):
+                    raise InsufficientMemory(self.budget.refusal(need, free))
+                await self._changed.wait()
+
+    def _free(self, budget: MemoryBudget) -> int:
+        """What a new runner may take: the budget's free memory, less what loaded runners
+        may still grow into (their estimate beyond what they hold now)."""
+        loaded = [m for m in self._models.values() if m.runners]
+        if budget.limit is not None:
+            return budget.free(sum(m.held for m in loaded))
+        growth = sum(max(m.held - sum(r.rss() for r in m.runners), 0) for m in loaded)
+        return budget.free(0) - growth
 
     async def _notify(self) -> None:
         async with self._changed:

@@ -1,0 +1,84 @@
+"""Memory estimates against real runners, and admission: refuse or evict before the OOM killer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from modelgarden.config import DEFAULT_MODEL
+from tests.conftest import GardenServer
+from tests.gguf_writer import write_gguf
+
+#: A few hundred tokens of prompt, so the compute buffers are in use as in real chats.
+PROMPT = "Summarise this text. " + "The quick brown fox jumps over the lazy dog. " * 40
+QUIET = {"temperature": 0, "seed": 1, "num_predict": 8}
+
+
+def test_estimate_is_within_a_quarter_of_the_runners_real_memory(
+    make_garden: Callable[..., GardenServer],
+) -> None:
+    server = make_garden()
+    client = ollama.Client(host=server.url)
+    client.chat(DEFAULT_MODEL, messages=[{"role": "user", "content": PROMPT}], options=QUIET)
+    (loaded,) = client.ps().models
+    (runner,) = server.runners()
+    rss = runner.memory_info().rss
+    estimate = loaded.size or 0
+    assert abs(estimate - rss) / rss <= 0.25, (estimate, rss)
+
+
+def test_a_model_that_cannot_fit_the_limit_is_refused_clearly(
+    make_garden: Callable[..., GardenServer],
+) -> None:
+    server = make_garden(GARDEN_MEMORY_LIMIT="150MiB")
+    with pytest.raises(ollama.ResponseError) as info:
+        ollama.Client(host=server.url).generate(DEFAULT_MODEL, "hello", options=QUIET)
+    assert info.value.status_code == 500
+    assert info.value.error.startswith("model requires more system memory (")
+    assert "than is available (150.0 MiB)" in info.value.error
+
+    oa = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as err:
+        oa.chat.completions.create(model=DEFAULT_MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert "requires more system memory" in err.value.message
+    assert not server.runners()  # nothing was started, so nothing could be OOM-killed
+    assert httpx.get(server.url + "/api/tags").status_code == 200  # and the gateway is up
+
+
+def test_a_model_larger_than_free_memory_is_refused_before_loading(
+    make_garden: Callable[..., GardenServer],
+) -> None:
+    server = make_garden()
+    client = ollama.Client(host=server.url)
+    huge = {  # a 1M-token context on a wide model: terabytes of KV cache
+        "general.architecture": "llama",
+        "llama.context_length": 1 << 20,
+        "llama.block_count": 120,
+        "llama.embedding_length": 16384,
+        "llama.attention.head_count": 128,
+        "llama.attention.head_count_kv": 128,
+    }
+    path = write_gguf(server.models.parent / "huge.gguf", huge, [])
+    list(client.create("huge", files={"huge.gguf": client.create_blob(path)}, stream=True))
+    with pytest.raises(ollama.ResponseError) as info:
+        client.generate("huge", "hello", options={"num_ctx": 1 << 20})
+    assert "requires more system memory" in info.value.error
+    assert "TiB" in info.value.error
+    assert not server.runners()
+    assert client.generate(DEFAULT_MODEL, "1,", raw=True, options=QUIET).done
+
+
+def test_idle_models_are_evicted_to_make_room(make_garden: Callable[..., GardenServer]) -> None:
+    server = make_garden(GARDEN_MEMORY_LIMIT="500MiB", OLLAMA_KEEP_ALIVE="-1")
+    client = ollama.Client(host=server.url)
+    client.generate(DEFAULT_MODEL, "1,", raw=True, options=QUIET)  # 4096 context: ~315 MiB
+    first = {p.pid for p in server.runners()}
+    client.generate(DEFAULT_MODEL, "1,", raw=True, options={**QUIET, "num_ctx": 2048})
+    (loaded,) = client.ps().models  # the two together would need more than 500 MiB
+    assert loaded.context_length == 2048
+    assert first.isdisjoint(p.pid for p in server.runners())
+    assert "evicting model to free memory" in server.logs()
