@@ -123,6 +123,27 @@ def serve(host: str | None, models_dir: Path | None, config_file: Path | None) -
     run_server(settings)
 
 
+@main.command()
+@click.option("--models", "models_dir", type=click.Path(path_type=Path), help="Models folder.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="garden.toml path.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handles_errors
+def doctor(models_dir: Path | None, config_file: Path | None, as_json: bool) -> None:
+    """This machine, the installed models' memory needs and which fit, and what to pull."""
+    import orjson
+    from rich.console import Console
+
+    from modelgarden.config import find_config_file, load_settings
+    from modelgarden.doctor import render, report
+
+    settings = load_settings(find_config_file(config_file), models_dir=models_dir)
+    data = report(settings)
+    if as_json:
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        render(data, Console())
+
+
 @main.command("list")
 @handles_errors
 def list_models() -> None:

@@ -127,7 +127,8 @@ def test_serve_refuses_a_bad_setting_in_one_line(env: dict[str, str], name: str)
 
 
 @pytest.mark.parametrize(
-    "command", ["serve", "run", "list", "ps", "show", "create", "rm", "cp", "stop"]
+    "command",
+    ["serve", "run", "list", "ps", "show", "create", "rm", "cp", "stop", "pull", "push", "doctor"],
 )
 def test_every_command_has_help(command: str) -> None:
     result = garden_cmd(None, command, "--help")

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 
 import httpx
 import ollama
 import openai
+import psutil
 import pytest
 
 from modelgarden.config import DEFAULT_MODEL
 from tests.conftest import GardenServer
 from tests.gguf_writer import write_gguf
+from tests.integration.test_cli import garden_cmd
+
+MiB = 1 << 20
 
 #: A few hundred tokens of prompt, so the compute buffers are in use as in real chats.
 PROMPT = "Summarise this text. " + "The quick brown fox jumps over the lazy dog. " * 40
@@ -43,7 +49,9 @@ def test_a_model_that_cannot_fit_the_limit_is_refused_clearly(
 
     oa = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.InternalServerError) as err:
-        oa.chat.completions.create(model=DEFAULT_MODEL, messages=[{"role": "user", "content": "hi"}])
+        oa.chat.completions.create(
+            model=DEFAULT_MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
     assert "requires more system memory" in err.value.message
     assert not server.runners()  # nothing was started, so nothing could be OOM-killed
     assert httpx.get(server.url + "/api/tags").status_code == 200  # and the gateway is up
@@ -82,3 +90,34 @@ def test_idle_models_are_evicted_to_make_room(make_garden: Callable[..., GardenS
     assert loaded.context_length == 2048
     assert first.isdisjoint(p.pid for p in server.runners())
     assert "evicting model to free memory" in server.logs()
+
+
+def test_doctor_reports_the_machine_the_models_and_what_fits(garden: GardenServer) -> None:
+    models = str(garden.models)
+    result = garden_cmd(garden, "doctor", "--json", GARDEN_MODELS=models)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    machine = data["machine"]
+    assert machine["ram_total"] == psutil.virtual_memory().total
+    assert machine["cpu_count"] == os.cpu_count()
+    assert 0 < machine["disk_free"] <= machine["disk_total"]
+    assert machine["gpus"] == []  # no NVIDIA driver here: reported as none, not an error
+    (default,) = [m for m in data["models"] if m["name"] == DEFAULT_MODEL]
+    assert default["quantization"] == "Q4_1"
+    assert 250 * MiB < default["need"] < 400 * MiB
+    assert default["fits"] is True
+    assert data["recommended"], "a machine with gigabytes of RAM gets recommendations"
+    assert all(r["need"] <= data["memory_for_models"] for r in data["recommended"])
+    assert data["server"]["url"] == garden.url
+
+    tight = garden_cmd(None, "doctor", "--json", GARDEN_MODELS=models, GARDEN_MEMORY_LIMIT="100MB")
+    (default,) = [m for m in json.loads(tight.stdout)["models"] if m["name"] == DEFAULT_MODEL]
+    assert default["fits"] is False
+    assert json.loads(tight.stdout)["server"] is None
+
+
+def test_doctor_prints_tables_for_people(garden: GardenServer) -> None:
+    result = garden_cmd(garden, "doctor", GARDEN_MODELS=str(garden.models))
+    assert result.returncode == 0, result.stderr
+    for expected in ("Memory", "Installed models", DEFAULT_MODEL, "Recommended", "garden pull"):
+        assert expected in result.stdout
