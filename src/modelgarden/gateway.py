@@ -9,6 +9,7 @@ first backend that lists a name serves it). A model's fallbacks (``[fallbacks]``
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from modelgarden.backends.base import Backend
@@ -51,6 +52,7 @@ class Gateway:
 
     def __init__(self, settings: Settings, backends: list[Backend] | None = None) -> None:
         self.settings = settings
+        self.started_at = time.time()
         self.local = LocalBackend(settings)
         self.backends: list[Backend] = backends or build_backends(settings, self.local)
         self.fallbacks = {
@@ -60,6 +62,7 @@ class Gateway:
 
     async def start(self) -> None:
         """Start every backend."""
+        self.started_at = time.time()
         await asyncio.gather(*(b.start() for b in self.backends))
 
     async def close(self) -> None:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from modelgarden import __version__
-from modelgarden.api import passthrough, status
+from modelgarden.api import deploy, passthrough, status
 from modelgarden.api.errors import ollama_error, openai_error, unexpected
 from modelgarden.api.ollama import inference, models, transfer
 from modelgarden.api.openai import routes as openai_routes
@@ -142,5 +142,6 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     app.include_router(openai_routes.router)
     app.include_router(passthrough.router)
     app.include_router(status.router)
+    app.include_router(deploy.router)
     install_schemas(app)
     return FastPath(app, HOT_ROUTES)

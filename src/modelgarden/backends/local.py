@@ -104,6 +104,14 @@ class LocalBackend:
     async def running(self) -> list[PsModel]:
         return [ps_entry(m) for m in self.scheduler.loaded()]
 
+    async def delete(self, name: str) -> None:
+        """Remove an installed model (unloading it first when idle) and its unshared blobs."""
+        model = await self.model(name)
+        for loaded in self.scheduler.loaded():
+            if loaded.info.name == model.name and loaded.active == 0:
+                await self.scheduler.unload_model(loaded)
+        await asyncio.to_thread(self.store.delete, name)
+
     # -- inference -------------------------------------------------------------------------
 
     def launch_spec(self, model: LocalModel, info: GGUFInfo, options: dict[str, Any]) -> LaunchSpec:

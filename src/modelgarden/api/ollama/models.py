@@ -92,13 +92,7 @@ async def copy(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     """Remove a model, and any blob no other model uses."""
     req, _ = await parse(request, ModelRef)
-    gateway = _gateway(request)
-    local = gateway.local
-    model = await local.model(req.target)
-    for loaded in local.scheduler.loaded():
-        if loaded.info.name == model.name and loaded.active == 0:
-            await local.scheduler.unload_model(loaded)
-    await asyncio.to_thread(local.store.delete, req.target)
+    await _gateway(request).local.delete(req.target)
     return Response(status_code=200)
 
 
