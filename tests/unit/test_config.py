@@ -15,6 +15,7 @@ from modelgarden.config import (
     ConfigError,
     Settings,
     load_settings,
+    parse_bytes,
     parse_host,
 )
 
@@ -317,3 +318,36 @@ def test_config_error_does_not_leak_toml_into_next_load(tmp_path: Path) -> None:
     cfg = _toml(tmp_path, "num_parallel = 0\n")
     _config_error(config_file=cfg)
     assert load_settings().num_parallel == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("12GiB", 12 * 1024**3),
+        ("512MB", 512 * 1000**2),
+        ("300 MiB", 300 * 1024**2),
+        ("1.5g", 1_500_000_000),
+        ("2048", 2048),
+        (4096, 4096),
+        ("8k", 8000),
+    ],
+)
+def test_parse_bytes(value: object, expected: int) -> None:
+    assert parse_bytes(value) == expected
+
+
+@pytest.mark.parametrize("value", ["lots", "12 GiBs", "-1GB", "1e9"])
+def test_memory_limit_rejects_what_is_not_a_size(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("GARDEN_MEMORY_LIMIT", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "memory_limit" in str(info.value) or "GARDEN_MEMORY_LIMIT" in str(info.value)
+
+
+def test_memory_limit_unset_means_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GARDEN_MEMORY_LIMIT", "")
+    assert load_settings().memory_limit is None
+    monkeypatch.setenv("GARDEN_MEMORY_LIMIT", "2GiB")
+    assert load_settings().memory_limit == 2 * 1024**3
