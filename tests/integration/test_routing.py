@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ollama
@@ -20,6 +21,7 @@ import pytest
 
 from modelgarden.store.default import find_default_gguf
 from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, free_port
+from tests.integration.test_lifecycle import wait_until
 from tests.openrouter_stub import OpenRouterStub
 
 KEY = "sk-or-test-key"
@@ -344,3 +346,44 @@ breaker_cooldown = 1
         assert state["replicas"][0]["breaker"] == "closed"
     finally:
         stub.stop()
+
+
+def test_health_checks_open_and_close_the_breaker_without_client_traffic(
+    make_garden: Callable[..., GardenServer], tmp_path: Path
+) -> None:
+    port = free_port()
+    toml = f"""
+default_model = ""
+[[backends]]
+name = "probed"
+kind = "openai"
+urls = ["http://127.0.0.1:{port}/api/v1"]
+api_key_env = "TEST_OPENROUTER_KEY"
+models = ["meta-llama/llama-3.1-8b-instruct"]
+breaker_failures = 2
+breaker_cooldown = 60
+health_interval = "200ms"
+"""
+    server = make_garden(GARDEN_CONFIG=config(tmp_path, toml), TEST_OPENROUTER_KEY=KEY)
+
+    def replica() -> dict[str, Any]:
+        state = httpx.get(server.url + "/garden/backends").json()["backends"][-1]
+        return dict(state["replicas"][0])
+
+    assert wait_until(lambda: replica()["breaker"] == "open", timeout=10)
+    assert replica()["healthy"] is False
+    hello = [{"role": "user", "content": "hi"}]
+    body = {"model": "meta-llama/llama-3.1-8b-instruct", "messages": hello, "stream": False}
+    refused = httpx.post(server.url + "/api/chat", json=body)
+    assert refused.status_code == 502 and "circuit open" in refused.json()["error"]
+
+    stub = OpenRouterStub(KEY, port=port).start()
+    try:  # the cooldown is a minute: only the probe can close the breaker this soon
+        assert wait_until(lambda: replica()["breaker"] == "closed", timeout=10)
+        assert replica()["healthy"] is True
+        answer = httpx.post(server.url + "/api/chat", json=body)
+        assert answer.status_code == 200, answer.text
+    finally:
+        stub.stop()
+    assert "backend replica unhealthy" in server.logs()
+    assert "backend replica recovered" in server.logs()

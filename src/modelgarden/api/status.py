@@ -22,6 +22,7 @@ def describe(backend: Any) -> dict[str, Any]:
             {
                 "url": r.url,
                 "breaker": str(r.breaker.state),
+                "healthy": r.healthy,
                 "consecutive_failures": r.breaker.failures,
                 "outstanding": r.outstanding,
             }

@@ -9,6 +9,7 @@ Example::
     allow = ["llama3*", "qwen*"]  # globs over model names; deny wins over allow
     deny = ["*:70b"]
     refresh = "60s"               # how often the model list is read again
+    health_interval = "15s"       # active health probe of each replica; 0: none
 
     [[backends]]
     name = "openrouter"
@@ -70,9 +71,13 @@ class BackendConfig(BaseModel):
     retries: int = Field(default=2, ge=0, le=10)
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=10.0, gt=0)
+    #: Seconds between active health probes of each replica (0: none).
+    health_interval: float = Field(default=15.0, ge=0)
+    #: What the probe GETs; default ``/api/version`` (ollama) or ``/models`` (openai).
+    health_path: str | None = Field(default=None, pattern=r"^/")
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
-    @field_validator("refresh", mode="before")
+    @field_validator("refresh", "health_interval", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_go_duration(value) if isinstance(value, str) else value

@@ -40,6 +40,8 @@ class Replica:
         self.url = url
         self.breaker = breaker
         self.outstanding = 0
+        #: The last active health probe's verdict (``None`` before the first).
+        self.healthy: bool | None = None
 
 
 def display_name(upstream_id: str) -> str | None:
@@ -55,6 +57,8 @@ class RemoteBackend:
 
     kind = "remote"
     apis: frozenset[Api] = frozenset()
+    #: What an active health probe GETs, unless the configuration names a path.
+    health_path = "/"
 
     def __init__(self, config: BackendConfig) -> None:
         self.name = config.name
@@ -67,7 +71,7 @@ class RemoteBackend:
         self._ids: dict[str, str] = {}
         self._entries: dict[str, ListModel] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._refresher: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -76,21 +80,54 @@ class RemoteBackend:
         self._session = new_session(connect_timeout=self.config.timeouts.connect)
         await self.refresh()
         if self.config.models is None:
-            self._refresher = asyncio.create_task(self._refresh_loop())
+            self._tasks.append(asyncio.create_task(self._every(self.config.refresh, self.refresh)))
+        if self.config.health_interval > 0:
+            self._tasks.append(
+                asyncio.create_task(self._every(self.config.health_interval, self.check_health))
+            )
 
     async def close(self) -> None:
-        """Stop refreshing and close connections."""
-        if self._refresher is not None:
-            self._refresher.cancel()
+        """Stop refreshing and probing, and close connections."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+                await task
         if self._session is not None:
             await self._session.close()
 
-    async def _refresh_loop(self) -> None:
+    @staticmethod
+    async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await asyncio.sleep(self.config.refresh)
-            await self.refresh()
+            await asyncio.sleep(seconds)
+            await job()
+
+    async def check_health(self) -> None:
+        """Probe every replica at once; each breaker learns the verdict.
+
+        A replica that stops answering opens its breaker without any client paying for it
+        (after ``breaker_failures`` probes), and one that comes back closes it at once.
+        """
+        await asyncio.gather(*(self._probe(r) for r in self.replicas))
+
+    async def _probe(self, replica: Replica) -> None:
+        assert self._session is not None
+        url = replica.url + (self.config.health_path or self.health_path)
+        try:
+            async with asyncio.timeout(self.config.timeouts.connect):
+                async with self._session.get(url, headers=self.headers()) as response:
+                    healthy = response.status < 500
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            healthy = False
+        if healthy and replica.healthy is False:
+            log.info("backend replica recovered", backend=self.name, url=replica.url)
+        elif not healthy and replica.healthy is not False:
+            log.warning("backend replica unhealthy", backend=self.name, url=replica.url)
+        replica.healthy = healthy
+        if healthy:
+            replica.breaker.success()
+        else:
+            replica.breaker.failure()
 
     # -- catalogue ---------------------------------------------------------------------------
 
@@ -301,6 +338,7 @@ class OllamaBackend(RemoteBackend):
 
     kind = "ollama"
     apis = frozenset({Api.OLLAMA, Api.OPENAI})
+    health_path = "/api/version"
 
     async def discover(self) -> list[tuple[str, ListModel | None]]:
         data = await self.get_json(lambda r: f"{r.url}/api/tags")
@@ -356,6 +394,7 @@ class OpenAIBackend(RemoteBackend):
 
     kind = "openai"
     apis = frozenset({Api.OPENAI})
+    health_path = "/models"
 
     async def discover(self) -> list[tuple[str, ListModel | None]]:
         data = await self.get_json(lambda r: f"{r.url}/models")
