@@ -44,7 +44,8 @@ class DeploySettings:
     """The deployment's settings, by environment variable name (lowercase here)."""
 
     gateway_min_containers: int = 1
-    gateway_cpu: float = 1.0
+    gateway_proxy_auth: bool = True
+    gateway_cpu: float = 0.5
     gateway_memory: int = 1024
     gateway_concurrency: int = 256
     ollama_gpu: str = "A100-40GB"
@@ -76,7 +77,7 @@ def load_settings(env: Mapping[str, str]) -> DeploySettings:
             continue
         kind = type(getattr(DeploySettings, field.name))
         try:
-            values[field.name] = kind(raw)
+            values[field.name] = _flag(raw) if kind is bool else kind(raw)
         except ValueError:
             raise ValueError(f"{field.name.upper()}={raw!r}: expected a {kind.__name__}") from None
     settings = DeploySettings(**values)
@@ -87,6 +88,13 @@ def load_settings(env: Mapping[str, str]) -> DeploySettings:
     if not settings.models:
         raise ValueError("OLLAMA_MODELS must name at least one model")
     return settings
+
+
+def _flag(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        raise ValueError(raw)
+    return text in {"1", "true", "yes", "on"}
 
 
 def gateway_packages() -> list[str]:
@@ -208,7 +216,7 @@ def gateway_app(
 class Gateway:
     """The always-warm CPU container serving the gateway."""
 
-    @modal.asgi_app()
+    @modal.asgi_app(requires_proxy_auth=SETTINGS.gateway_proxy_auth)
     def web(self) -> Any:
         """The gateway app, built from the settings baked into the image."""
         return gateway_app(load_settings(os.environ))

@@ -61,10 +61,14 @@ def gpu_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ.update(saved)
 
 
+def _original(obj: Any) -> Any:
+    """The object behind one of Modal's synchronicity wrappers."""
+    return next(v for k, v in vars(obj).items() if k.startswith("_sync_original"))
+
+
 def _closure(fn: Any) -> dict[str, Any]:
     """What Modal will send at deploy time for a class: its loader's captured options."""
-    impl = next(v for k, v in vars(fn).items() if k.startswith("_sync_original"))
-    load = impl._load
+    load = _original(fn)._load
     cells = zip(load.__code__.co_freevars, load.__closure__, strict=True)
     return {name: cell.cell_contents for name, cell in cells}
 
@@ -80,11 +84,13 @@ def test_app_offline_shows_what_will_be_deployed(modal_app: ModuleType) -> None:
     assert options["scaledown_window"] == 300 and options["min_containers"] == 0
     assert set(modal_app.OllamaBackend._get_method_names()) == {"proxy", "stream"}
     gateway = modal_app.Gateway._get_class_service_function()
-    assert gateway._spec_.gpus is None and gateway._spec_.cpu == 1.0
+    assert gateway._spec_.gpus is None and gateway._spec_.cpu == 0.5
     assert _closure(gateway)["min_containers"] == 1
     assert _closure(gateway)["max_concurrent_inputs"] == 256
     web = modal_app.Gateway._get_partial_functions()["web"]
     assert web._is_web_endpoint()
+    hook = _original(web).params.webhook_config
+    assert hook.requires_proxy_auth  # a public URL in front of paid GPUs: Modal keys by default
 
 
 def test_class_options_come_from_the_environment(modal_app: ModuleType) -> None:
@@ -112,6 +118,10 @@ def test_class_options_come_from_the_environment(modal_app: ModuleType) -> None:
         modal_app.load_settings({"OLLAMA_SCALEDOWN": "1"})
     with pytest.raises(ValueError, match="OLLAMA_TIMEOUT='soon'"):
         modal_app.load_settings({"OLLAMA_TIMEOUT": "soon"})
+    assert modal_app.load_settings({}).gateway_proxy_auth is True
+    assert modal_app.load_settings({"GATEWAY_PROXY_AUTH": "off"}).gateway_proxy_auth is False
+    with pytest.raises(ValueError, match="GATEWAY_PROXY_AUTH"):
+        modal_app.load_settings({"GATEWAY_PROXY_AUTH": "maybe"})
 
 
 @pytest.fixture(scope="module")
