@@ -32,8 +32,8 @@ serve: install
 	OLLAMA_HOST=$${OLLAMA_HOST:-$(HOST)} $(BIN)/garden serve
 
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks deploy
+	$(BIN)/ruff format --check src tests benchmarks deploy
 
 typecheck: install-test
 	$(BIN)/mypy

@@ -351,3 +351,24 @@ def test_memory_limit_unset_means_free_memory(monkeypatch: pytest.MonkeyPatch) -
     assert load_settings().memory_limit is None
     monkeypatch.setenv("GARDEN_MEMORY_LIMIT", "2GiB")
     assert load_settings().memory_limit == 2 * 1024**3
+
+
+@pytest.mark.parametrize(
+    ("table", "hint"),
+    [
+        ({"name": "gpu", "kind": "modal"}, "needs its models listed"),
+        ({"name": "gpu", "kind": "modal", "models": ["m"], "urls": ["modal://app"]}, "modal://"),
+        ({"name": "gpu", "kind": "ollama", "urls": ["modal://app/Cls"]}, 'need kind = "modal"'),
+        ({"name": "gpu", "kind": "modal", "models": ["m"], "scaledown": "soon"}, "duration"),
+    ],
+)
+def test_modal_backend_tables_are_checked(table: dict[str, object], hint: str) -> None:
+    message = _config_error(backends=[table])
+    assert hint in message, message
+
+
+def test_modal_backend_defaults_to_the_deployed_class() -> None:
+    s = load_settings(backends=[{"name": "gpu", "kind": "modal", "models": ["glm"]}])
+    backend = s.backends[0]
+    assert backend.urls == ["modal://personal-model-garden/OllamaBackend"]
+    assert (backend.scaledown, backend.wake_timeout, backend.max_waking) == (300.0, 600.0, 64)

@@ -1,11 +1,13 @@
 """``/ollama/*``: the native API of a configured Ollama backend, passed through unchanged.
 
-Any GET, POST, DELETE (and HEAD, PUT) under the prefix goes to the first ``ollama``
-backend, or to the one named by the path's first segment (``/ollama/<backend>/api/tags``),
+Any GET, POST, DELETE (and HEAD, PUT) under the prefix goes to the first backend that can
+forward (a :class:`~modelgarden.backends.base.Forwarder`: an ``ollama`` daemon, a ``modal``
+GPU class), or to the one named by the path's first segment (``/ollama/<backend>/api/tags``),
 with its method, path, query, headers and body; the status, headers and body come back as
-the backend sent them, streamed. Hop-by-hop headers are dropped, the client's
-``Authorization`` (and cookies) never reach the upstream, and a path that would leave the
-prefix (``..``, also percent-encoded, backslashes, empty segments) is refused with a 400.
+the backend sent them, streamed. The backend decides the transport. Hop-by-hop headers are
+dropped, the client's ``Authorization`` (and cookies) never reach the upstream, and a path
+that would leave the prefix (``..``, also percent-encoded, backslashes, empty segments) is
+refused with a 400.
 """
 
 from __future__ import annotations
@@ -17,19 +19,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from modelgarden.backends.http import iter_body
-from modelgarden.backends.remote import OllamaBackend, Replica
-from modelgarden.errors import BackendUnavailable, BadRequest, NotFound
+from modelgarden.backends.base import Forwarder
+from modelgarden.backends.http import HOP_BY_HOP
+from modelgarden.errors import BadRequest, NotFound
 from modelgarden.gateway import Gateway
 
 router = APIRouter(tags=["passthrough"])
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-        "trailers", "transfer-encoding", "upgrade", "host", "content-length",
-    }
-)  # fmt: skip
 PRIVATE = frozenset({"authorization", "cookie", "x-api-key"})
 
 
@@ -44,12 +40,12 @@ def safe_path(raw: str) -> str:
     return raw
 
 
-def _backend(gateway: Gateway, path: str) -> tuple[OllamaBackend, str]:
+def _backend(gateway: Gateway, path: str) -> tuple[Forwarder, str]:
     first, _, rest = path.partition("/")
     named = gateway.backend(first)
-    if isinstance(named, OllamaBackend) and rest:
+    if isinstance(named, Forwarder) and rest:
         return named, rest
-    backend = next((b for b in gateway.backends if isinstance(b, OllamaBackend)), None)
+    backend = next((b for b in gateway.backends if isinstance(b, Forwarder)), None)
     if backend is None:
         raise NotFound("no Ollama backend is configured for /ollama/")
     return backend, path
@@ -59,7 +55,7 @@ def _backend(gateway: Gateway, path: str) -> tuple[OllamaBackend, str]:
     "/ollama/{path:path}", methods=["GET", "POST", "DELETE", "HEAD", "PUT"], include_in_schema=False
 )
 async def passthrough(request: Request, path: str) -> Response:
-    """Forward a request to an Ollama backend and stream its answer back."""
+    """Forward a request to a backend's native API and stream its answer back."""
     raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
     prefix_len = len("/ollama/")
     safe_path(raw_path[prefix_len:] if raw_path.startswith("/ollama/") else path)
@@ -69,23 +65,12 @@ async def passthrough(request: Request, path: str) -> Response:
     headers = {k: v for k, v in request.headers.items() if k not in HOP_BY_HOP and k not in PRIVATE}
     body = await request.body() if request.method not in ("GET", "HEAD") else None
 
-    def url_of(replica: Replica) -> str:
-        return f"{replica.url}/{rest}" + (f"?{query}" if query else "")
-
-    await backend.limiter.acquire()
-    try:
-        upstream, replica = await backend.request(request.method, url_of, body, headers)
-    except BaseException:
-        backend.limiter.release()
-        raise
-
-    body_iter = iter_body(
-        upstream, BackendUnavailable, f"backend '{backend.name}'", backend.config.timeouts.idle
-    )
+    target = f"/{rest}" + (f"?{query}" if query else "")
+    upstream = await backend.forward(request.method, target, headers, body)
     out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
     return _Released(
-        StreamingResponse(body_iter, status_code=upstream.status, headers=out_headers),
-        backend.closer(upstream, replica),
+        StreamingResponse(upstream.body, status_code=upstream.status, headers=out_headers),
+        upstream.close,
     )
 
 

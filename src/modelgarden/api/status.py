@@ -1,4 +1,5 @@
-"""``GET /garden/backends``: each backend's replicas, breaker states and load, at a glance."""
+"""``GET /garden/backends``: each backend's replicas, breaker states and load, at a glance;
+``GET /health``: the gateway answers (it asks no backend, so it never wakes a GPU)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from modelgarden.backends.modal import ModalBackend
 from modelgarden.backends.remote import RemoteBackend
 from modelgarden.gateway import Gateway
 
@@ -29,6 +31,8 @@ def describe(backend: Any) -> dict[str, Any]:
             for r in backend.replicas
         ]
         out["active"], out["waiting"] = backend.limiter.active, backend.limiter.waiting
+        if isinstance(backend, ModalBackend):
+            out["lifecycle"] = backend.describe()
     else:
         out["loaded"] = len(backend.scheduler.loaded())
         out["waiting"] = backend.scheduler.pending
@@ -41,3 +45,9 @@ async def backends(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     body = {"backends": [describe(b) for b in gateway.backends]}
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/health")
+async def health() -> Response:
+    """The gateway is up; no backend is asked."""
+    return Response(b'{"status":"ok"}', media_type="application/json")

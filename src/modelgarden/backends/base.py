@@ -91,3 +91,17 @@ class Backend(Protocol):
 
     async def send(self, request: BackendRequest) -> BackendResponse:
         """Answer one inference request."""
+
+
+@runtime_checkable
+class Forwarder(Protocol):
+    """A backend whose native Ollama API can be passed through as is (``/ollama/*``); the
+    backend decides the transport (HTTP to a daemon, a call into a Modal container)."""
+
+    name: str
+
+    async def forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None
+    ) -> BackendResponse:
+        """Send one request (``path`` with its query) and answer with the upstream's status,
+        headers and body as they come; error statuses are answers, not exceptions."""

@@ -4,7 +4,7 @@ Example::
 
     [[backends]]
     name = "workstation"          # how logs, metrics and /ollama/<name>/... refer to it
-    kind = "ollama"               # local | ollama | openai
+    kind = "ollama"               # local | ollama | openai | modal
     urls = ["http://192.168.1.20:11434", "http://192.168.1.21:11434"]   # replicas
     allow = ["llama3*", "qwen*"]  # globs over model names; deny wins over allow
     deny = ["*:70b"]
@@ -18,6 +18,15 @@ Example::
     api_key_env = "OPENROUTER_API_KEY"
     models = ["meta-llama/llama-3.1-8b-instruct"]   # listed: no discovery
     aliases = { "llama-cloud" = "meta-llama/llama-3.1-8b-instruct" }
+
+    [[backends]]
+    name = "gpu"
+    kind = "modal"                # GPU containers of deploy/modal_app.py, woken on demand
+    urls = ["modal://personal-model-garden/OllamaBackend"]   # modal://<app>/<class>
+    models = ["glm-4.7-flash:q8_0"]   # required: listing never wakes a GPU
+    scaledown = "5m"              # the class's scaledown_window: when it is cold again
+    wake_timeout = "10m"          # the longest cold start waited for
+    max_waking = 64               # requests that may wait on one wake-up; past it, 503
 
     [fallbacks]
     "smollm2:135m" = ["llama-cloud"]
@@ -39,6 +48,8 @@ from modelgarden.durations import parse_go_duration
 
 #: OpenRouter's endpoint: a backend named "openrouter" needs only its key.
 OPENROUTER_URL = "https://openrouter.ai/api/v1"
+#: The GPU class of ``deploy/modal_app.py``: what a ``modal`` backend reaches by default.
+MODAL_URL = "modal://personal-model-garden/OllamaBackend"
 
 
 class Timeouts(BaseModel):
@@ -56,7 +67,7 @@ class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    kind: Literal["local", "ollama", "openai"]
+    kind: Literal["local", "ollama", "openai", "modal"]
     urls: list[str] = Field(default_factory=list)
     api_key_env: str | None = None
     models: list[str] | None = None
@@ -76,8 +87,14 @@ class BackendConfig(BaseModel):
     #: What the probe GETs; default ``/api/version`` (ollama) or ``/models`` (openai).
     health_path: str | None = Field(default=None, pattern=r"^/")
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    #: ``modal`` only: seconds idle after which the GPU class has scaled to zero.
+    scaledown: float = Field(default=300.0, gt=0)
+    #: ``modal`` only: the longest a cold start (container, server, model pulls) may take.
+    wake_timeout: float = Field(default=600.0, gt=0)
+    #: ``modal`` only: requests that may wait on one wake-up; past it, 503 with Retry-After.
+    max_waking: int = Field(default=64, ge=1)
 
-    @field_validator("refresh", "health_interval", mode="before")
+    @field_validator("refresh", "health_interval", "scaledown", "wake_timeout", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_go_duration(value) if isinstance(value, str) else value
@@ -86,8 +103,8 @@ class BackendConfig(BaseModel):
     @classmethod
     def _urls(cls, urls: list[str]) -> list[str]:
         for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} must start with http:// or https://")
+            if not url.startswith(("http://", "https://", "modal://")):
+                raise ValueError(f"{url!r} must start with http://, https:// or modal://")
         return [u.rstrip("/") for u in urls]
 
     @model_validator(mode="after")
@@ -95,6 +112,14 @@ class BackendConfig(BaseModel):
         if self.kind == "openai" and not self.urls and self.name == "openrouter":
             self.urls = [OPENROUTER_URL]
             self.api_key_env = self.api_key_env or "OPENROUTER_API_KEY"
+        if self.kind == "modal":
+            self.urls = self.urls or [MODAL_URL]
+            if any(not u.startswith("modal://") or u.count("/") != 3 for u in self.urls):
+                raise ValueError(f"backend {self.name!r}: modal urls are modal://<app>/<class>")
+            if not self.models:
+                raise ValueError(f"backend {self.name!r} of kind modal needs its models listed")
+        elif any(u.startswith("modal://") for u in self.urls):
+            raise ValueError(f'backend {self.name!r}: modal:// urls need kind = "modal"')
         if self.kind != "local" and not self.urls:
             raise ValueError(f"backend {self.name!r} of kind {self.kind} needs urls")
         return self

@@ -22,6 +22,14 @@ from modelgarden.errors import (
     Unauthorized,
 )
 
+#: Headers that belong to one connection, never relayed across a proxy.
+HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+        "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+    }
+)  # fmt: skip
+
 _BY_STATUS: dict[int, type[GardenError]] = {
     400: BadRequest,
     401: Unauthorized,

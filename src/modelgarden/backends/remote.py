@@ -355,6 +355,29 @@ class OllamaBackend(RemoteBackend):
         prefix = "/api/" if api is Api.OLLAMA else "/v1/"
         return f"{replica.url}{prefix}{endpoint}"
 
+    async def forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None
+    ) -> BackendResponse:
+        """The passthrough: one request relayed to a replica, its answer streamed back."""
+        await self.limiter.acquire()
+        try:
+            upstream, replica = await self.request(
+                method, lambda r: f"{r.url}{path}", body, headers
+            )
+        except BaseException:
+            self.limiter.release()
+            raise
+        return BackendResponse(
+            upstream.status,
+            upstream.headers.get("content-type", "application/json"),
+            iter_body(
+                upstream, BackendUnavailable, f"backend '{self.name}'", self.config.timeouts.idle
+            ),
+            Api.OLLAMA,
+            close=self.closer(upstream, replica),
+            headers=dict(upstream.headers),
+        )
+
     async def show(self, model: str, verbose: bool = False) -> ShowResponse:
         upstream = self.upstream_id(model)
         body = orjson.dumps({"model": upstream, "verbose": verbose})
