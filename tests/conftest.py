@@ -76,13 +76,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_server(root: Path, **settings: str) -> GardenServer:
-    """Start ``python -m modelgarden serve`` and wait until it answers."""
+def start_server(root: Path, *, bind: str = "127.0.0.1", **settings: str) -> GardenServer:
+    """Start ``python -m modelgarden serve`` and wait until it answers.
+
+    ``bind`` is the address it listens on; it is always reached through 127.0.0.1.
+    """
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     models = Path(settings.pop("GARDEN_MODELS", str(root / "models")))
     env = clean_env(
-        OLLAMA_HOST=f"127.0.0.1:{port}", GARDEN_MODELS=str(models), GARDEN_LOG_LEVEL="debug"
+        OLLAMA_HOST=f"{bind}:{port}", GARDEN_MODELS=str(models), GARDEN_LOG_LEVEL="debug"
     )
     env.update(settings)
     log = root / f"garden-{port}.log"

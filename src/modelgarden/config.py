@@ -166,6 +166,23 @@ class Settings(BaseSettings):
     fallbacks: dict[str, list[str]] = Field(
         default_factory=dict, description="model -> models to try when its backend is down or full"
     )
+    origins: str = Field(
+        default="",
+        validation_alias=_env("GARDEN_ORIGINS", "OLLAMA_ORIGINS"),
+        description="Extra browser origins allowed (comma-separated globs; loopback always).",
+    )
+    max_body_size: int = Field(
+        default=32 * 1024 * 1024,
+        gt=0,
+        validation_alias=_env("GARDEN_MAX_BODY_SIZE"),
+        description="Largest request body (bytes or e.g. 64MiB); blob uploads are exempt.",
+    )
+    read_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=_env("GARDEN_READ_TIMEOUT"),
+        description="Seconds a client may stall while sending its request's headers or body.",
+    )
     log_level: str = Field(default="info", validation_alias=_env("GARDEN_LOG_LEVEL"))
     registry_url: str = Field(
         default="https://registry.ollama.ai",
@@ -188,6 +205,16 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_keep_alive(cls, value: Any) -> float:
         return parse_keep_alive(value)
+
+    @field_validator("max_body_size", mode="before")
+    @classmethod
+    def _parse_body_size(cls, value: Any) -> int:
+        return parse_bytes(value)
+
+    @field_validator("read_timeout", mode="before")
+    @classmethod
+    def _parse_read_timeout(cls, value: Any) -> Any:
+        return parse_keep_alive(value) if isinstance(value, str) else value
 
     @field_validator("memory_limit", mode="before")
     @classmethod
@@ -215,6 +242,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @property
+    def origin_list(self) -> list[str]:
+        """``origins`` as a list of globs."""
+        return [o.strip() for o in self.origins.split(",") if o.strip()]
 
     @property
     def bind(self) -> tuple[str, int]:

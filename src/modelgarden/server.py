@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 from types import FrameType
 
 import structlog
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelgarden.api.app import create_app
 from modelgarden.config import Settings
@@ -33,7 +35,7 @@ def serve(settings: Settings) -> None:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=ReadDeadlineProtocol.configured(settings.read_timeout),
         lifespan="on",
         access_log=False,
         log_level="warning",
@@ -41,6 +43,57 @@ def serve(settings: Settings) -> None:
         server_header=False,
     )
     _Server(config).run()
+
+
+class ReadDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus a deadline on clients that stall mid-request.
+
+    uvicorn times out idle keep-alive connections, but not a connection that never sends
+    its request, or sends its headers or body a byte at a time (slowloris): each would hold
+    a socket and a slot forever. Here a connection is closed once it has been inside a
+    request (head or body) for ``read_timeout`` seconds without sending anything. The cost
+    on the hot path is one float stored per read; one timer per connection checks it.
+    """
+
+    read_timeout = 30.0
+
+    @classmethod
+    def configured(cls, read_timeout: float) -> type[ReadDeadlineProtocol]:
+        """A subclass with this deadline (uvicorn takes a protocol class)."""
+        return type(cls.__name__, (cls,), {"read_timeout": read_timeout})
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._reading = True
+        self._last_read = self.loop.time()
+        self._watch = self.loop.call_later(self.read_timeout, self._check)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self.loop.time()
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        self._reading = True
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        self._reading = False
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._watch.cancel()
+        super().connection_lost(exc)
+
+    def _check(self) -> None:
+        if self.transport.is_closing():
+            return
+        stalled = self.loop.time() - self._last_read
+        if self._reading and stalled >= self.read_timeout:
+            log.info("closing a client that stalled mid-request", client=self.client)
+            self.transport.close()
+            return
+        wait = self.read_timeout - stalled if self._reading else self.read_timeout
+        self._watch = self.loop.call_later(max(wait, 0.05), self._check)
 
 
 class _Server(uvicorn.Server):

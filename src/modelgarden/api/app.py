@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from modelgarden import __version__
 from modelgarden.api import deploy, passthrough, status
 from modelgarden.api.errors import ollama_error, openai_error, unexpected
+from modelgarden.api.guard import Guard
 from modelgarden.api.ollama import inference, models, transfer
 from modelgarden.api.openai import routes as openai_routes
 from modelgarden.api.openapi import install_schemas
@@ -71,7 +72,7 @@ class FastPath:
     halves the gateway's own CPU time per relayed request.
     """
 
-    def __init__(self, full: FastAPI, hot: dict[str, Any]) -> None:
+    def __init__(self, full: FastAPI, hot: dict[str, Any], settings: Settings) -> None:
         self.full = full
         self.hot = frozenset(hot)
         self.lean = Starlette(
@@ -79,6 +80,12 @@ class FastPath:
             exception_handlers={GardenError: _garden_error, Exception: _unexpected},
         )
         self.lean.state = full.state
+        self.guard = Guard(
+            self._route,
+            bind_host=settings.bind[0],
+            origins=settings.origin_list,
+            max_body=settings.max_body_size,
+        )
 
     @property
     def state(self) -> Any:
@@ -90,6 +97,9 @@ class FastPath:
         return self.full.openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.guard(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self.hot and scope["method"] == "POST":
             await self.lean(scope, receive, send)
         else:
@@ -144,4 +154,4 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     app.include_router(status.router)
     app.include_router(deploy.router)
     install_schemas(app)
-    return FastPath(app, HOT_ROUTES)
+    return FastPath(app, HOT_ROUTES, settings)
