@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from modelgarden.backends.remote import RemoteBackend
 from modelgarden.gateway import Gateway
+from modelgarden.telemetry.state import describe
 
 router = APIRouter(tags=["garden"])
-
-
-def describe(backend: Any) -> dict[str, Any]:
-    """One backend's state (never its keys or headers)."""
-    out: dict[str, Any] = {"name": backend.name, "kind": backend.kind, "apis": sorted(backend.apis)}
-    if isinstance(backend, RemoteBackend):
-        out["replicas"] = [
-            {
-                "url": r.url,
-                "breaker": str(r.breaker.state),
-                "consecutive_failures": r.breaker.failures,
-                "outstanding": r.outstanding,
-            }
-            for r in backend.replicas
-        ]
-        out["active"], out["waiting"] = backend.limiter.active, backend.limiter.waiting
-    else:
-        out["loaded"] = len(backend.scheduler.loaded())
-        out["waiting"] = backend.scheduler.pending
-    return out
 
 
 @router.get("/garden/backends")
