@@ -273,7 +273,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
         value = err.get("input")
-        if field == "database_url" and isinstance(value, str):
+        if "DATABASE_URL" in field.upper() and isinstance(value, str):
             value = redact(value)  # never echo a password
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"invalid setting {_env_names(field)}={value!r}: {msg}") from None
