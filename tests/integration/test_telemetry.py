@@ -40,10 +40,18 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
     )
 
 
-def request_lines(server: GardenServer) -> list[dict[str, Any]]:
-    """The gateway's per-request log lines, parsed as JSON (every line must be JSON)."""
-    lines = [json.loads(line) for line in server.logs().splitlines() if line.strip()]
-    return [line for line in lines if line.get("event") == "request"]
+def request_lines(server: GardenServer, expect: int = 0) -> list[dict[str, Any]]:
+    """The gateway's per-request log lines, parsed as JSON (every line must be JSON).
+
+    A line is written just after the answer's last byte: wait (a little) for ``expect``.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(line) for line in server.logs().splitlines() if line.strip()]
+        found = [line for line in lines if line.get("event") == "request"]
+        if len(found) >= expect or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 def chat(server: GardenServer, **extra: Any) -> httpx.Response:
@@ -115,7 +123,7 @@ def test_request_id_overhead_header_and_one_json_log_line(make_garden: MakeGarde
     assert bad.status_code == 400 and "error" in bad.json()
     assert bad.headers["x-request-id"] != "a b"  # not a sane token: replaced
 
-    lines = request_lines(server)
+    lines = request_lines(server, expect=3)
     assert len(lines) == 3  # one per request, nothing per chunk
     first = next(line for line in lines if line["request_id"] == made_id)
     assert first["model"] == DEFAULT_MODEL and first["backend"] == "local"
@@ -132,7 +140,7 @@ def test_prompts_are_logged_only_when_asked(make_garden: MakeGarden) -> None:
     server = make_garden(GARDEN_LOG_PROMPTS="1")
     marker = "quokka-lantern-5512"
     assert chat(server, messages=[{"role": "user", "content": marker}], stream=False).is_success
-    (line,) = request_lines(server)
+    (line,) = request_lines(server, expect=1)
     assert line["prompt"] == [{"role": "user", "content": marker}]
 
 
@@ -141,10 +149,7 @@ def test_client_leaving_mid_stream_is_recorded_as_499(make_garden: MakeGarden) -
     body = {"model": DEFAULT_MODEL, "prompt": "Count to two hundred.", "options": GREEDY}
     with httpx.stream("POST", server.url + "/api/generate", json=body, timeout=60) as response:
         next(response.iter_lines())
-    deadline = time.monotonic() + 10
-    while not request_lines(server) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    (line,) = request_lines(server)
+    (line,) = request_lines(server, expect=1)
     assert line["status"] == 499 and line["error"] == "client disconnected"
     assert value(scrape(server), "garden_requests_total", status="499") == 1
 
