@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 #: The longest client-given request id that is kept (longer or odd ones are replaced).
 MAX_REQUEST_ID = 128
 _REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,128}")
-#: Token counters as Ollama and OpenAI write them; the last occurrence wins (a stream's
-#: final record). Inside a JSON string the quotes are escaped, so text never matches.
-_COUNTERS = re.compile(
-    rb'"(prompt_eval_count|eval_count|eval_duration|prompt_tokens|completion_tokens)"'
-    rb"\s*:\s*(\d+)"
-)
+#: What follows a counter's quoted name: the number.
+_NUMBER = re.compile(rb"\s*:\s*(\d+)")
+
+
+#: How far from the end of an answer its token counters are looked for.
+COUNTED_TAIL = 1024
 
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
@@ -52,15 +52,28 @@ class Tokens:
 
 
 def tokens_of(data: bytes) -> Tokens:
-    """The token counts in an answer's final record (Ollama or OpenAI, JSON or a stream)."""
-    found: dict[bytes, int] = {}
-    for match in _COUNTERS.finditer(data):
-        found[match.group(1)] = int(match.group(2))
-    if not found:
-        return Tokens()
-    prompt = found.get(b"prompt_eval_count", found.get(b"prompt_tokens"))
-    completion = found.get(b"eval_count", found.get(b"completion_tokens"))
-    return Tokens(prompt, completion, found.get(b"eval_duration"))
+    """The token counts in an answer's final record (Ollama or OpenAI, JSON or a stream).
+
+    Both families write their counters last (Ollama's after the message, OpenAI's
+    ``usage`` after the choices), so only the last :data:`COUNTED_TAIL` bytes are searched:
+    a long answer or a large embedding costs no more than a short one.
+    """
+    start = max(0, len(data) - COUNTED_TAIL)
+
+    def last(name: bytes) -> int | None:
+        # The quotes are part of the name: inside a JSON string they are escaped, and
+        # '"eval_count"' is not found inside '"prompt_eval_count"'.
+        at = data.rfind(name, start)
+        match = _NUMBER.match(data, at + len(name)) if at >= 0 else None
+        return int(match.group(1)) if match else None
+
+    prompt = last(b'"prompt_eval_count"')
+    if prompt is None:
+        prompt = last(b'"prompt_tokens"')
+    completion = last(b'"eval_count"')
+    if completion is None:
+        completion = last(b'"completion_tokens"')
+    return Tokens(prompt, completion, last(b'"eval_duration"'))
 
 
 @dataclass(frozen=True, slots=True)
