@@ -440,8 +440,9 @@ def servers(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Server]]
                 "GARDEN_CONFIG": str(toml),
                 "OLLAMA_HOST": f"127.0.0.1:{gw_port}",
                 "GARDEN_MODELS": str(work / "models"),
-                "GARDEN_LOG_LEVEL": "warning",
-                "PYTHONPATH": str(ROOT / "src"),
+                # info: telemetry fully on (one log line per request, as by default).
+                "GARDEN_LOG_LEVEL": args.gateway_log_level,
+                "PYTHONPATH": str(args.gateway_src),
             },
         )
         litellm = find_litellm(args.litellm)
@@ -600,6 +601,11 @@ def main() -> None:
         help="comma-separated worker counts, one LiteLLM proxy each ('' for none)",
     )
     parser.add_argument("--startup-timeout", type=float, default=180)
+    parser.add_argument(
+        "--gateway-src", type=Path, default=ROOT / "src",
+        help="the modelgarden sources the gateway runs (e.g. an older commit's, to compare)",
+    )  # fmt: skip
+    parser.add_argument("--gateway-log-level", default="info", help="GARDEN_LOG_LEVEL")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "relay.json")
     args = parser.parse_args()
 

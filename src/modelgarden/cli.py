@@ -419,5 +419,10 @@ def _interactive(
         click.echo()
 
 
+from modelgarden.cli_telemetry import bench, usage  # noqa: E402  (they use the helpers above)
+
+main.add_command(usage)
+main.add_command(bench)
+
 if __name__ == "__main__":
     main()

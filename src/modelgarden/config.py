@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from modelgarden.backends.config import BackendConfig
+from modelgarden.db import check_url, redact
 from modelgarden.durations import parse_keep_alive
 
 DEFAULT_PORT = 11434
@@ -184,6 +185,17 @@ class Settings(BaseSettings):
         description="Seconds a client may stall while sending its request's headers or body.",
     )
     log_level: str = Field(default="info", validation_alias=_env("GARDEN_LOG_LEVEL"))
+    log_prompts: bool = Field(
+        default=False,
+        validation_alias=_env("GARDEN_LOG_PROMPTS"),
+        description="Put each request's prompt or messages in its log line (off: never).",
+    )
+    database_url: str = Field(
+        default="",
+        validation_alias=_env("GARDEN_DATABASE_URL"),
+        description="Usage database: empty for <models>/garden.db, sqlite:///PATH, "
+        "or postgresql://USER:PASSWORD@HOST:PORT/DB (shared by several gateways).",
+    )
     registry_url: str = Field(
         default="https://registry.ollama.ai",
         validation_alias=_env("GARDEN_REGISTRY"),
@@ -237,6 +249,11 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("expected an http:// or https:// URL")
         return url
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database(cls, value: str) -> str:
+        return check_url(value)
 
     @field_validator("models_dir", mode="after")
     @classmethod
@@ -315,6 +332,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
         value = err.get("input")
+        if "DATABASE_URL" in field.upper() and isinstance(value, str):
+            value = redact(value)  # never echo a password
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"invalid setting {_env_names(field)}={value!r}: {msg}") from None
     finally:

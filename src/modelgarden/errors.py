@@ -23,6 +23,7 @@ status it maps to, so adding an error never means touching the mapping.
     ├── InsufficientMemory (500)
     ├── BackendUnavailable (502)
     ├── Overloaded (503)
+    ├── DatabaseUnavailable (503)
     └── UpstreamTimeout (504)
 """
 
@@ -151,6 +152,13 @@ class Overloaded(GardenError):
 
     status = 503
     kind = "overloaded_error"
+
+
+class DatabaseUnavailable(GardenError):
+    """The gateway's own database (usage records) cannot be used now."""
+
+    status = 503
+    kind = "server_error"
 
 
 class UpstreamTimeout(GardenError):

@@ -77,10 +77,13 @@ class Limiter:
         self.max_queue = max_queue
         self.waiting = 0
         self.active = 0
+        #: Calls turned away because the queue was full.
+        self.rejected = 0
 
     async def acquire(self) -> None:
         """Take a slot, waiting in the bounded queue if need be."""
         if self._slots.locked() and self.waiting >= self.max_queue:
+            self.rejected += 1
             raise Overloaded(SERVER_BUSY, retry_after=1.0)
         self.waiting += 1
         try:

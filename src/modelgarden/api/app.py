@@ -7,6 +7,7 @@ module globals, so tests and the Modal deployment build the same app their own w
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from modelgarden import __version__
-from modelgarden.api import deploy, passthrough, status
+from modelgarden.api import deploy, observe, passthrough, status
 from modelgarden.api.errors import ollama_error, openai_error, unexpected
 from modelgarden.api.guard import Guard
 from modelgarden.api.ollama import inference, models, transfer
@@ -29,12 +30,21 @@ from modelgarden.api.openapi import install_schemas
 from modelgarden.config import Settings
 from modelgarden.errors import BadRequest, GardenError, NotFound
 from modelgarden.gateway import Gateway
+from modelgarden.telemetry import Telemetry
+from modelgarden.telemetry.service import METER_KEY, START_KEY
 
 
 def _render(request: Request, exc: GardenError) -> Response:
-    if request.url.path.startswith("/v1/"):
-        return openai_error(exc)
-    return ollama_error(exc)
+    path = request.scope["path"]
+    response = openai_error(exc) if path.startswith("/v1/") else ollama_error(exc)
+    scope = request.scope
+    if METER_KEY in scope or START_KEY in scope:  # an inference request: account for it
+        meter = request.app.state.telemetry.meter(scope)
+        if not meter.api:  # refused before dispatch (a bad body)
+            meter.api, meter.endpoint = ("openai" if path.startswith("/v1/") else "ollama"), path
+        response.raw_headers.extend(meter.headers())
+        meter.finish(exc.status, error=exc.message)
+    return response
 
 
 async def _garden_error(request: Request, exc: Exception) -> Response:
@@ -101,6 +111,7 @@ class FastPath:
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self.hot and scope["method"] == "POST":
+            scope[START_KEY] = time.perf_counter_ns()  # the request's meter starts here
             await self.lean(scope, receive, send)
         else:
             await self.full(scope, receive, send)
@@ -119,10 +130,12 @@ HOT_ROUTES = {
 def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     """Build the gateway's ASGI app."""
     gw = gateway or Gateway(settings)
+    telemetry = Telemetry(settings, gw)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gw.start()
+        await telemetry.start()
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way (full collections otherwise dominate tail latency under load).
         gc.collect()
@@ -131,6 +144,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
             yield
         finally:
             await gw.close()
+            await telemetry.close()
 
     app = FastAPI(
         title="modelgarden",
@@ -142,6 +156,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     )
     app.state.gateway = gw
     app.state.settings = settings
+    app.state.telemetry = telemetry
     app.add_exception_handler(GardenError, _garden_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -152,6 +167,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     app.include_router(openai_routes.router)
     app.include_router(passthrough.router)
     app.include_router(status.router)
+    app.include_router(observe.router)
     app.include_router(deploy.router)
     install_schemas(app)
     return FastPath(app, HOT_ROUTES, settings)

@@ -31,13 +31,13 @@ from modelgarden.api.dispatch import dispatch
 from modelgarden.api.ollama.inference import incoming, keep_alive_of
 from modelgarden.api.ollama.transfer import progress_response, puller
 from modelgarden.api.openapi import body_schema
-from modelgarden.api.status import describe
 from modelgarden.backends.base import Api, BackendRequest
 from modelgarden.backends.local import LocalBackend
 from modelgarden.errors import BadRequest, ModelNotFound
 from modelgarden.gateway import Gateway, Route
 from modelgarden.resources import machine
 from modelgarden.store.names import ModelName
+from modelgarden.telemetry.state import describe
 from modelgarden.wire.ollama import ChatRequest, GenerateRequest
 
 router = APIRouter(tags=["deploy"])

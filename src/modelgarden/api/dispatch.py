@@ -20,6 +20,7 @@ from modelgarden.api.streaming import NDJSON, SSE, ClientWatch, RelayResponse
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
 from modelgarden.errors import BackendUnavailable, GardenError, Overloaded, UpstreamTimeout
 from modelgarden.gateway import Gateway, Route
+from modelgarden.telemetry import Meter, Telemetry
 from modelgarden.translate import ollama as ot
 from modelgarden.translate import openai as oa
 from modelgarden.translate.stream import (
@@ -62,15 +63,25 @@ async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
     """Route, send (translating if need be) and wrap the answer for the client.
 
     Routes are tried in order (the model's backend, then its fallbacks) while a backend is
-    down, open or full; the last failure is the one reported.
+    down, open or full; the last failure is the one reported. The request's meter learns
+    the route and the time spent waiting on backends; an error raised from here is
+    accounted for where it is rendered (``api/app.py``).
     """
     gateway: Gateway = request.app.state.gateway
+    telemetry: Telemetry = request.app.state.telemetry
+    meter = telemetry.meter(request.scope)
+    meter.api, meter.endpoint, meter.stream = incoming.api, request.scope["path"], incoming.stream
+    meter.model = incoming.model
+    if telemetry.log_prompts:
+        body = incoming.body
+        meter.prompt = body.get("messages") or body.get("prompt") or body.get("input")
     routes = await gateway.routes(incoming.model)
     watch = ClientWatch(request.receive)
     try:
         for position, route in enumerate(routes):
+            meter.backend, meter.model = route.backend.name, route.model
             try:
-                upstream = await _send(route, incoming, watch)
+                upstream = await _send(route, incoming, watch, meter)
             except FALL_THROUGH:
                 if position == len(routes) - 1:
                     raise
@@ -80,11 +91,13 @@ async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
         watch.stop()
         raise
     return RelayResponse(
-        upstream, stream=incoming.stream, watch=watch, framing=FRAMING[incoming.api]
+        upstream, stream=incoming.stream, watch=watch, framing=FRAMING[incoming.api], meter=meter
     )
 
 
-async def _send(route: Route, incoming: Incoming, watch: ClientWatch) -> BackendResponse:
+async def _send(
+    route: Route, incoming: Incoming, watch: ClientWatch, meter: Meter
+) -> BackendResponse:
     backend = route.backend
     native = incoming.api in backend.apis
     target = incoming.api if native else sorted(backend.apis)[0]
@@ -106,12 +119,18 @@ async def _send(route: Route, incoming: Incoming, watch: ClientWatch) -> Backend
         start_ns=time.time_ns(),
         keep_alive=incoming.keep_alive,
     )
-    upstream = await watch.guard(backend.send(breq))
-    return upstream if neutral is None else _translated(upstream, incoming, neutral, target)
+    sent = time.perf_counter_ns()
+    try:
+        upstream = await watch.guard(backend.send(breq))
+    finally:
+        meter.backend_ns += time.perf_counter_ns() - sent
+    if neutral is None:
+        return upstream
+    return _translated(upstream, incoming, neutral, target, meter)
 
 
 def _translated(
-    upstream: BackendResponse, incoming: Incoming, req: InferenceRequest, source: Api
+    upstream: BackendResponse, incoming: Incoming, req: InferenceRequest, source: Api, meter: Meter
 ) -> BackendResponse:
     """The upstream answer re-encoded in the client's family."""
     model = incoming.model
@@ -125,6 +144,7 @@ def _translated(
             cls = OpenAIChatEncoder if incoming.kind == "chat" else OpenAICompletionEncoder
             encoder = cls(model, req.include_usage)
             media = "text/event-stream"
+            meter.counted = encoder  # its final usage, whether or not the client asked for it
         body = translate(upstream.body, decoder, encoder)
     else:
         body = _whole(upstream.body, incoming, req, source)

@@ -15,6 +15,7 @@ gets a real status.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -25,7 +26,8 @@ from starlette.types import Receive, Scope, Send
 
 from modelgarden.api.errors import ollama_error_line, openai_error_body
 from modelgarden.backends.base import BackendResponse
-from modelgarden.errors import ClientClosed, GardenError
+from modelgarden.errors import BackendUnavailable, ClientClosed, GardenError
+from modelgarden.telemetry.record import Meter
 from modelgarden.translate.stream import DONE, sse_error
 
 T = TypeVar("T")
@@ -141,6 +143,7 @@ class RelayResponse(Response):
         watch: ClientWatch,
         framing: Framing = NDJSON,
         headers: dict[str, str] | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.status_code = upstream.status
         self.background = None
@@ -148,12 +151,17 @@ class RelayResponse(Response):
         self.stream = stream
         self.watch = watch
         self.framing = framing
+        self.meter = meter
         self.extra_headers = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
         #: The last bytes relayed, holding the final record (for usage accounting).
         self.tail = b""
+        #: How the request ended, for its record: status, and the error if it failed.
+        self.outcome: tuple[int, str | None] = (500, "the relay failed")
 
     def _start(self, status: int, media_type: str) -> dict[str, object]:
         headers = [(b"content-type", media_type.encode()), *self.extra_headers]
+        if self.meter is not None:
+            headers += self.meter.headers()
         return {"type": "http.response.start", "status": status, "headers": headers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -178,35 +186,55 @@ class RelayResponse(Response):
             self.watch.future.remove_done_callback(on_disconnect)
             self.watch.stop()
             await self.upstream.close()
+            if self.meter is not None:
+                if self.watch.gone:
+                    self.outcome = (499, "client disconnected")
+                status, error = self.outcome
+                self.meter.finish(status, tail=self.tail, error=error)
 
     async def _relay(self, send: Send) -> None:
         await send(self._start(self.upstream.status, self.upstream.media_type))
-        tail = b""
+        tail = chunk = b""
+        meter = self.meter
         try:
             async for chunk in self.upstream.body:
+                if meter is not None and not meter.first_ns:
+                    meter.first_ns = time.perf_counter_ns()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 tail = last_line(tail, chunk)
         except GardenError as exc:
             last = self.framing.error_record(exc.message)
+            self.outcome = (exc.status, exc.message)
         else:
             if self.framing.complete(tail):
-                self.tail, last = tail, b""
+                last = b""
+                self.outcome = (self.upstream.status, None)
             else:
-                last = self.framing.error_record("the backend closed the stream early")
+                message = "the backend closed the stream early"
+                last = self.framing.error_record(message)
+                self.outcome = (BackendUnavailable.status, message)
+        # The final record, and the chunk it came in: an SSE stream's usage event comes
+        # just before its ``[DONE]`` line, often in the same chunk.
+        self.tail = chunk if chunk.endswith(tail) else tail
         await send({"type": "http.response.body", "body": last, "more_body": False})
 
     async def _whole(self, send: Send) -> None:
         parts: list[bytes] = []
+        reading = time.perf_counter_ns()
         try:
             async for chunk in self.upstream.body:
                 parts.append(chunk)
         except GardenError as exc:
             body, status = self.framing.error_body(exc), exc.status
+            self.outcome = (status, exc.message)
         else:
             body = b"".join(parts)
             status = self.upstream.status
             if status == 200:
                 status = self.framing.body_status(body)
             self.tail = body
+            self.outcome = (status, None if status < 400 else "error in the backend's answer")
+        if self.meter is not None:
+            self.meter.backend_ns += time.perf_counter_ns() - reading
         await send(self._start(status, "application/json"))
         await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -115,6 +115,8 @@ class Scheduler:
         self._models: dict[LaunchSpec, LoadedModel] = {}
         self._changed = asyncio.Condition()
         self._pending = 0
+        #: Requests turned away because the queue was full.
+        self.rejected = 0
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -149,6 +151,7 @@ class Scheduler:
         model = self._models.get(spec)
         free = model is not None and not model.unloading and model.active < self.num_parallel
         if not free and self._pending >= self.max_queue:
+            self.rejected += 1
             raise Overloaded(SERVER_BUSY)
         self._pending += 1
         started = time.perf_counter_ns()

@@ -13,7 +13,7 @@ import orjson
 
 from modelgarden.translate import ollama as ot
 from modelgarden.translate import openai as oa
-from modelgarden.types import Chunk, ToolCall
+from modelgarden.types import Chunk, ToolCall, Usage
 
 
 class Decoder(Protocol):
@@ -150,6 +150,8 @@ class OpenAIChatEncoder:
         self.include_usage = include_usage
         self.id = oa.new_id("chatcmpl")
         self.created = oa.now()
+        #: The final chunk's usage once encoded (sent only if ``include_usage``).
+        self.usage: Usage | None = None
         self._started = False
         self._calls = 0
 
@@ -197,6 +199,7 @@ class OpenAIChatEncoder:
         if chunk.finish_reason is not None:
             finish = "tool_calls" if self._calls else chunk.finish_reason
             out += self._event({}, finish)
+            self.usage = chunk.usage
             if self.include_usage:
                 out += self._frame([], usage=oa.usage_out(chunk.usage))
         return out
@@ -213,6 +216,8 @@ class OpenAICompletionEncoder:
         self.include_usage = include_usage
         self.id = oa.new_id("cmpl")
         self.created = oa.now()
+        #: The final chunk's usage once encoded (sent only if ``include_usage``).
+        self.usage: Usage | None = None
 
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return sse(
@@ -242,8 +247,10 @@ class OpenAICompletionEncoder:
                     }
                 ]
             )
-        if chunk.finish_reason is not None and self.include_usage:
-            out += self._event([], usage=oa.usage_out(chunk.usage))
+        if chunk.finish_reason is not None:
+            self.usage = chunk.usage
+            if self.include_usage:
+                out += self._event([], usage=oa.usage_out(chunk.usage))
         return out
 
     def finish(self) -> bytes:

@@ -91,8 +91,13 @@ async def embeddings(request: Request) -> Any:
     finally:
         relay.watch.stop()
         await relay.upstream.close()
-    result = orjson.loads(b"".join(parts))
+    raw = b"".join(parts)
+    result = orjson.loads(raw)
     if "error" in result:
         raise GardenError(str(result["error"]))
     vectors = result.get("embeddings") or [[]]
-    return Response(orjson.dumps({"embedding": vectors[0]}), media_type="application/json")
+    response = Response(orjson.dumps({"embedding": vectors[0]}), media_type="application/json")
+    if relay.meter is not None:
+        response.raw_headers.extend(relay.meter.headers())
+        relay.meter.finish(200, tail=raw)
+    return response

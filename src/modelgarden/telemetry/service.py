@@ -1,0 +1,142 @@
+"""The telemetry of one gateway: metrics, the request log line, and usage records.
+
+:class:`Telemetry` hands each inference request a :class:`Meter` and consumes the
+:class:`RequestRecord` it becomes, once: one observation in the metrics, one log line,
+one entry in the usage queue. It also owns the database connection the usage writer uses
+(opened at start, re-tried in the background while it cannot be reached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+from prometheus_client.core import Metric
+from starlette.types import Scope
+
+from modelgarden.config import Settings
+from modelgarden.db import Database, DatabaseError, connect, redact
+from modelgarden.gateway import Gateway
+from modelgarden.telemetry.metrics import Metrics, state_metrics
+from modelgarden.telemetry.record import Meter, RequestRecord, request_id_of
+from modelgarden.telemetry.state import describe
+from modelgarden.telemetry.usage import UsageWriter
+
+log = structlog.get_logger("modelgarden.requests")
+#: Seconds between attempts to reach a database that could not be opened.
+RECONNECT = 5.0
+#: Where a hot route puts the moment it received the request (``perf_counter_ns``).
+START_KEY = "garden.start"
+METER_KEY = "garden.meter"
+
+
+class Telemetry:
+    """Owns the metrics registry, the per-request log line and the usage writer."""
+
+    def __init__(self, settings: Settings, gateway: Gateway) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.log_prompts = settings.log_prompts
+        self.usage = UsageWriter()
+        self.metrics = Metrics(self._state)
+        self.db: Database | None = None
+        #: Why the database cannot be used now (``None`` when it can).
+        self.db_error: str | None = "not connected yet"
+        self._connector: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the database and start the usage writer (or keep trying in the background)."""
+        if not await self._connect():
+            self._connector = asyncio.create_task(self._reconnect())
+
+    async def _connect(self) -> bool:
+        url = self.settings.database_url
+        try:
+            db = await connect(url, self.settings.models_dir)
+            await self.usage.start(db)
+        except DatabaseError as exc:
+            if self.db_error != str(exc):
+                log.error("usage database unavailable", error=str(exc))
+            self.db_error = str(exc)
+            return False
+        self.db, self.db_error = db, None
+        log.info("usage database ready", database=redact(db.where), dialect=db.dialect)
+        return True
+
+    async def _reconnect(self) -> None:
+        while True:
+            await asyncio.sleep(RECONNECT)
+            if await self._connect():
+                return
+
+    async def close(self) -> None:
+        """Write the queued usage records and close the database."""
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        await self.usage.close()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def meter(self, scope: Scope) -> Meter:
+        """The request's meter, started when the gateway received it (made on first use)."""
+        meter: Meter | None = scope.get(METER_KEY)
+        if meter is None:
+            start = scope.get(START_KEY) or time.perf_counter_ns()
+            meter = scope[METER_KEY] = Meter(self, request_id_of(scope["headers"]), start)
+        return meter
+
+    def record(self, r: RequestRecord) -> None:
+        """Consume a finished request: metrics, one log line, one usage record."""
+        self.metrics.observe(r)
+        fields: dict[str, Any] = {
+            "request_id": r.request_id,
+            "api": r.api,
+            "endpoint": r.endpoint,
+            "model": r.model,
+            "backend": r.backend,
+            "status": r.status,
+            "stream": r.stream,
+            "duration_ms": round(r.duration_ms, 3),
+            "ttft_ms": None if r.ttft_ms is None else round(r.ttft_ms, 3),
+            "overhead_ms": round(r.overhead_ms, 3),
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens,
+            "tokens_per_s": None if r.tokens_per_s is None else round(r.tokens_per_s, 1),
+        }
+        if r.key_id is not None:
+            fields["key_id"] = r.key_id
+        if r.error is not None:
+            fields["error"] = r.error
+        if self.log_prompts and r.prompt is not None:
+            fields["prompt"] = r.prompt
+        log.info("request", **fields)
+        self.usage.put(r)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def backends(self) -> list[dict[str, Any]]:
+        """Each backend's state, from memory."""
+        return [describe(b) for b in self.gateway.backends]
+
+    def usage_state(self) -> dict[str, Any]:
+        """The usage writer's counters and the database's state."""
+        u = self.usage
+        return {
+            "database": None if self.db is None else redact(self.db.where),
+            "ok": self.db is not None and self.db_error is None and u.error is None,
+            "error": self.db_error or u.error,
+            "queued": u.depth,
+            "written": u.written,
+            "dropped": u.dropped,
+            "failures": u.failures,
+        }
+
+    def _state(self) -> list[Metric]:
+        return state_metrics(self.backends(), self.usage_state())
