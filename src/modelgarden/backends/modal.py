@@ -304,17 +304,21 @@ class ModalBackend(RemoteBackend):
             raise
         headers = dict(head.get("headers") or {})
         release = self._release(replica)
+        closing = asyncio.Event()
 
         async def close() -> None:
+            closing.set()  # what breaks from here on is our doing, not the container's
             with contextlib.suppress(Exception):
                 await items.aclose()  # type: ignore[attr-defined]
             await release()
 
         media = headers.get("content-type", "application/json").split(";")[0]
-        body = self._body(replica, items)
+        body = self._body(replica, items, closing)
         return BackendResponse(int(head["status"]), media, body, api, close=close, headers=headers)
 
-    async def _body(self, replica: ModalReplica, items: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    async def _body(
+        self, replica: ModalReplica, items: AsyncIterator[Any], closing: asyncio.Event
+    ) -> AsyncIterator[bytes]:
         """The stream's chunks; one that breaks off or stays silent for ``idle`` raises."""
         idle = self.config.timeouts.idle
         loop = asyncio.get_running_loop()
@@ -335,7 +339,8 @@ class ModalBackend(RemoteBackend):
         except (GardenError, GeneratorExit, asyncio.CancelledError):
             raise
         except Exception as exc:
-            replica.state = RunnerState.STOPPED
+            if not closing.is_set():  # the client leaving is no sign of a cold container
+                replica.state = RunnerState.STOPPED
             raise BackendUnavailable(
                 f"backend '{self.name}' stopped answering mid-response: {exc}"
             ) from None
