@@ -113,13 +113,23 @@ def main() -> None:
 @click.option("--host", help="Address to listen on (default 127.0.0.1:11434; env OLLAMA_HOST).")
 @click.option("--models", "models_dir", type=click.Path(path_type=Path), help="Models folder.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="garden.toml path.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Listen beyond loopback even with no API key (anyone may use and manage every model).",
+)
 @handles_errors
-def serve(host: str | None, models_dir: Path | None, config_file: Path | None) -> None:
+def serve(
+    host: str | None, models_dir: Path | None, config_file: Path | None, insecure: bool | None
+) -> None:
     """Start the gateway (serves the default model smollm2:135m out of the box)."""
     from modelgarden.config import find_config_file, load_settings
     from modelgarden.server import serve as run_server
 
-    settings = load_settings(find_config_file(config_file), host=host, models_dir=models_dir)
+    settings = load_settings(
+        find_config_file(config_file), host=host, models_dir=models_dir, insecure=insecure
+    )
     run_server(settings)
 
 
@@ -419,10 +429,12 @@ def _interactive(
         click.echo()
 
 
-from modelgarden.cli_telemetry import bench, usage  # noqa: E402  (they use the helpers above)
+from modelgarden.cli_keys import keys  # noqa: E402  (they use the helpers above)
+from modelgarden.cli_telemetry import bench, usage  # noqa: E402
 
 main.add_command(usage)
 main.add_command(bench)
+main.add_command(keys)
 
 if __name__ == "__main__":
     main()

@@ -184,6 +184,11 @@ class Settings(BaseSettings):
         validation_alias=_env("GARDEN_READ_TIMEOUT"),
         description="Seconds a client may stall while sending its request's headers or body.",
     )
+    insecure: bool = Field(
+        default=False,
+        validation_alias=_env("GARDEN_INSECURE"),
+        description="Allow listening beyond loopback with no API key (anyone may do anything).",
+    )
     log_level: str = Field(default="info", validation_alias=_env("GARDEN_LOG_LEVEL"))
     log_prompts: bool = Field(
         default=False,

@@ -11,8 +11,11 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelgarden.api.app import create_app
-from modelgarden.config import Settings
+from modelgarden.api.guard import is_loopback_bind
+from modelgarden.config import ConfigError, Settings
+from modelgarden.db import DatabaseError
 from modelgarden.gateway import Gateway
+from modelgarden.security.keys import count_keys
 from modelgarden.telemetry.logging import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -21,6 +24,7 @@ log = structlog.get_logger(__name__)
 def serve(settings: Settings) -> None:
     """Serve until interrupted; every runner process is stopped on the way out."""
     configure_logging(settings.log_level)
+    check_exposure(settings)
     gateway = Gateway(settings)
     app = create_app(settings, gateway)
     atexit.register(gateway.local.scheduler.kill_all)
@@ -43,6 +47,36 @@ def serve(settings: Settings) -> None:
         server_header=False,
     )
     _Server(config).run()
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to listen beyond loopback with no API key, unless told ``--insecure``.
+
+    Ollama has no authentication and asks for a proxy in front; this gateway is that proxy,
+    so it will not open the models, the store and any upstream keys to a network by default.
+    """
+    host, port = settings.bind
+    if is_loopback_bind(host):
+        return
+    try:
+        keys = asyncio.run(count_keys(settings))
+        problem = None if keys else "no API key exists"
+    except DatabaseError as exc:
+        problem = f"API keys cannot be read ({exc})"
+    if problem is None:
+        return
+    if settings.insecure:
+        log.warning(
+            "listening beyond loopback WITHOUT authentication (--insecure): anyone who can "
+            "reach this address can use and manage every model",
+            address=f"{host}:{port}",
+        )
+        return
+    raise ConfigError(
+        f"refusing to listen on {host}:{port}: {problem}; create an admin key first "
+        "(`garden keys create --name admin --scope admin` against a gateway on 127.0.0.1), "
+        "or pass --insecure"
+    )
 
 
 class ReadDeadlineProtocol(HttpToolsProtocol):

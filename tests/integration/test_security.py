@@ -177,6 +177,6 @@ def test_a_slow_but_steady_client_is_not_cut_off(guarded: GardenServer) -> None:
 def test_a_gateway_bound_beyond_loopback_does_not_check_host(
     make_garden: Callable[..., GardenServer],
 ) -> None:
-    server = make_garden(bind="0.0.0.0")
+    server = make_garden(bind="0.0.0.0", GARDEN_INSECURE="1")
     answer = httpx.get(server.url + "/api/tags", headers={"host": "models.example.org"})
     assert answer.status_code == 200

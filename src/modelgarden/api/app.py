@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from modelgarden import __version__
 from modelgarden.api import deploy, observe, passthrough, status
+from modelgarden.api import keys as key_routes
 from modelgarden.api.errors import ollama_error, openai_error, unexpected
 from modelgarden.api.guard import Guard
 from modelgarden.api.ollama import inference, models, transfer
@@ -30,6 +31,8 @@ from modelgarden.api.openapi import install_schemas
 from modelgarden.config import Settings
 from modelgarden.errors import BadRequest, GardenError, NotFound
 from modelgarden.gateway import Gateway
+from modelgarden.security.auth import Auth
+from modelgarden.security.keys import KeyRing
 from modelgarden.telemetry import Telemetry
 from modelgarden.telemetry.service import METER_KEY, START_KEY
 
@@ -82,7 +85,9 @@ class FastPath:
     halves the gateway's own CPU time per relayed request.
     """
 
-    def __init__(self, full: FastAPI, hot: dict[str, Any], settings: Settings) -> None:
+    def __init__(
+        self, full: FastAPI, hot: dict[str, Any], settings: Settings, keys: KeyRing
+    ) -> None:
         self.full = full
         self.hot = frozenset(hot)
         self.lean = Starlette(
@@ -90,8 +95,9 @@ class FastPath:
             exception_handlers={GardenError: _garden_error, Exception: _unexpected},
         )
         self.lean.state = full.state
+        self.keys = keys
         self.guard = Guard(
-            self._route,
+            Auth(self._route, keys),
             bind_host=settings.bind[0],
             origins=settings.origin_list,
             max_body=settings.max_body_size,
@@ -131,11 +137,14 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     """Build the gateway's ASGI app."""
     gw = gateway or Gateway(settings)
     telemetry = Telemetry(settings, gw)
+    keys = KeyRing()
+    telemetry.hooks.append(keys.spend_record)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gw.start()
         await telemetry.start()
+        await keys.attach(telemetry)
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way (full collections otherwise dominate tail latency under load).
         gc.collect()
@@ -144,6 +153,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
             yield
         finally:
             await gw.close()
+            await keys.close()
             await telemetry.close()
 
     app = FastAPI(
@@ -157,6 +167,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     app.state.gateway = gw
     app.state.settings = settings
     app.state.telemetry = telemetry
+    app.state.keys = keys
     app.add_exception_handler(GardenError, _garden_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -169,5 +180,6 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     app.include_router(status.router)
     app.include_router(observe.router)
     app.include_router(deploy.router)
+    app.include_router(key_routes.router)
     install_schemas(app)
-    return FastPath(app, HOT_ROUTES, settings)
+    return FastPath(app, HOT_ROUTES, settings, keys)

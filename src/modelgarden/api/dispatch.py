@@ -20,6 +20,7 @@ from modelgarden.api.streaming import NDJSON, SSE, ClientWatch, RelayResponse
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
 from modelgarden.errors import BackendUnavailable, GardenError, Overloaded, UpstreamTimeout
 from modelgarden.gateway import Gateway, Route
+from modelgarden.security.auth import check_model, key_of
 from modelgarden.telemetry import Meter, Telemetry
 from modelgarden.translate import ollama as ot
 from modelgarden.translate import openai as oa
@@ -72,6 +73,10 @@ async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
     meter = telemetry.meter(request.scope)
     meter.api, meter.endpoint, meter.stream = incoming.api, request.scope["path"], incoming.stream
     meter.model = incoming.model
+    key = key_of(request.scope)
+    if key is not None:
+        meter.key_id = key.id
+        check_model(request.scope, incoming.model)
     if telemetry.log_prompts:
         body = incoming.body
         meter.prompt = body.get("messages") or body.get("prompt") or body.get("input")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 import structlog
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from modelgarden.errors import BadRequest, GardenError
 
@@ -52,6 +53,14 @@ def openai_error(exc: GardenError) -> Response:
         media_type="application/json",
         headers=_headers(exc),
     )
+
+
+async def send_error(scope: Scope, receive: Receive, send: Send, exc: GardenError) -> None:
+    """Answer a request with an error in its API's shape, before any route runs."""
+    response = openai_error(exc) if scope["path"].startswith("/v1/") else ollama_error(exc)
+    if exc.status == 401:
+        response.headers["www-authenticate"] = "Bearer"
+    await response(scope, receive, send)
 
 
 def unexpected(exc: BaseException) -> GardenError:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelgarden.api.errors import ollama_error, openai_error
+from modelgarden.api.errors import send_error
 from modelgarden.errors import Forbidden, GardenError, PayloadTooLarge
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "0.0.0.0", "[::1]")
@@ -113,10 +113,10 @@ class Guard:
             elif name == b"content-length":
                 length = int(value) if value.isdigit() else -1
         if self.check_host and not allowed_host(host.decode("latin-1"), self.own_names):
-            await self._refuse(scope, receive, send, Forbidden("host not allowed"))
+            await send_error(scope, receive, send, Forbidden("host not allowed"))
             return
         if length > self.max_body and not scope["path"].startswith(UNLIMITED_PREFIXES):
-            await self._refuse(scope, receive, send, self._too_large())
+            await send_error(scope, receive, send, self._too_large())
             return
         if length < 0 and scope["method"] in WRITES:
             receive = self._counting(receive, scope["path"])
@@ -155,7 +155,7 @@ class Guard:
         )
         if not allowed:
             if preflight or method in WRITES:
-                await self._refuse(scope, receive, send, Forbidden(f"origin {origin} not allowed"))
+                await send_error(scope, receive, send, Forbidden(f"origin {origin} not allowed"))
             else:  # a read: answered, but the browser keeps it from the page
                 await self.app(scope, receive, send)
             return
@@ -185,8 +185,3 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, with_cors)
-
-    @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send, exc: GardenError) -> None:
-        render = openai_error if scope["path"].startswith("/v1/") else ollama_error
-        await render(exc)(scope, receive, send)

@@ -64,6 +64,13 @@ def resolve_hosts(host: str | Sequence[str] | None = None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(urls)) or (resolve_host(),)
 
 
+def auth_headers(api_key: str | None = None) -> dict[str, str]:
+    """``Authorization`` for a gateway with API keys: the argument, else ``GARDEN_API_KEY``,
+    else ``OLLAMA_API_KEY``; none when no key is known."""
+    key = api_key or os.environ.get("GARDEN_API_KEY") or os.environ.get("OLLAMA_API_KEY")
+    return {"authorization": f"Bearer {key.strip()}"} if key and key.strip() else {}
+
+
 @dataclass(frozen=True)
 class Call:
     """One logical call: method, path, JSON body, and how its answer is read.

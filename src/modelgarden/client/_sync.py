@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from modelgarden import __version__
 from modelgarden.client import _build as build
-from modelgarden.client._base import Call, resolve_hosts
+from modelgarden.client._base import Call, auth_headers, resolve_hosts
 from modelgarden.client._build import (
     ChatCompletionFields,
     ChatFields,
@@ -68,7 +68,8 @@ class Client:
     Owns an ``httpx`` connection pool and a :class:`ClientCore` (base URLs, options,
     circuit breakers, the ``on_call`` callback). ``host`` is one address, a list, or a
     comma-separated string; without it ``GARDEN_HOST``, else ``OLLAMA_HOST``, else
-    ``127.0.0.1:11434``. ``timeout`` replaces ``options.timeout``; other keyword arguments
+    ``127.0.0.1:11434``. ``api_key`` (else ``GARDEN_API_KEY``, else ``OLLAMA_API_KEY``) is sent
+    as a bearer token. ``timeout`` replaces ``options.timeout``; other keyword arguments
     go to ``httpx.Client`` (``headers``, ``event_hooks``, ``verify``...).
     """
 
@@ -79,6 +80,7 @@ class Client:
         timeout: float | None = None,
         options: ClientOptions | None = None,
         on_call: OnCall | None = None,
+        api_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         opts = options or ClientOptions()
@@ -87,6 +89,7 @@ class Client:
         self._core = ClientCore(resolve_hosts(host), opts, on_call)
         kwargs.setdefault("follow_redirects", True)
         headers = httpx.Headers({"user-agent": f"modelgarden-client/{__version__}"})
+        headers.update(auth_headers(api_key))
         headers.update(kwargs.pop("headers", None) or {})
         self._http = httpx.Client(timeout=self._core.timeout(None), headers=headers, **kwargs)
 

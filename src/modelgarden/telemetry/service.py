@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -46,6 +47,10 @@ class Telemetry:
         #: Why the database cannot be used now (``None`` when it can).
         self.db_error: str | None = "not connected yet"
         self._connector: asyncio.Task[None] | None = None
+        #: Set once the database is open.
+        self.connected = asyncio.Event()
+        #: Further consumers of each finished request's record (API key token limits).
+        self.hooks: list[Callable[[RequestRecord], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -65,6 +70,7 @@ class Telemetry:
             self.db_error = str(exc)
             return False
         self.db, self.db_error = db, None
+        self.connected.set()
         log.info("usage database ready", database=redact(db.where), dialect=db.dialect)
         return True
 
@@ -118,6 +124,8 @@ class Telemetry:
             fields["prompt"] = r.prompt
         log.info("request", **fields)
         self.usage.put(r)
+        for hook in self.hooks:
+            hook(r)
 
     # -- state -------------------------------------------------------------------------------
 

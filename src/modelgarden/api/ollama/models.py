@@ -19,6 +19,7 @@ from modelgarden.api.body import parse
 from modelgarden.api.openapi import body_schema
 from modelgarden.errors import BadRequest
 from modelgarden.gateway import Gateway
+from modelgarden.security.auth import check_model, visible
 from modelgarden.store.blobs import parse_digest
 from modelgarden.store.create import CreateSpec, create_model
 from modelgarden.store.names import ModelName
@@ -59,7 +60,8 @@ async def version() -> Response:
 @router.api_route("/api/tags", methods=["GET", "HEAD"], response_model=ListResponse)
 async def tags(request: Request) -> Response:
     """Installed models (every backend's, each name once)."""
-    return _json(ListResponse(models=await _gateway(request).list_models()))
+    models = await _gateway(request).list_models()
+    return _json(ListResponse(models=visible(request.scope, models)))
 
 
 @router.post("/api/show", response_model=ShowResponse, openapi_extra=body_schema(ModelRef))
@@ -67,13 +69,14 @@ async def show(request: Request) -> Response:
     """A model's Modelfile, parameters, template, details, metadata and capabilities."""
     req, _ = await parse(request, ModelRef)
     ModelName.parse(req.target)
+    check_model(request.scope, req.target)
     return _json(await _gateway(request).show(req.target, bool(req.verbose)))
 
 
 @router.get("/api/ps", response_model=PsResponse)
 async def ps(request: Request) -> Response:
     """Models loaded in memory now."""
-    return _json(PsResponse(models=await _gateway(request).running()))
+    return _json(PsResponse(models=visible(request.scope, await _gateway(request).running())))
 
 
 @router.post("/api/copy", openapi_extra=body_schema(CopyRequest))

@@ -15,6 +15,7 @@ from modelgarden.api.openapi import body_schema
 from modelgarden.backends.base import Api
 from modelgarden.errors import ModelNotFound
 from modelgarden.gateway import Gateway
+from modelgarden.security.auth import visible
 from modelgarden.store.names import ModelName
 from modelgarden.translate import openai as oa
 from modelgarden.types import InferenceRequest
@@ -78,7 +79,8 @@ def _model(entry: ListModel) -> Model:
 async def models(request: Request) -> Response:
     """Every model the gateway serves."""
     gateway: Gateway = request.app.state.gateway
-    listing = ModelList(data=[_model(m) for m in await gateway.list_models()])
+    entries = visible(request.scope, await gateway.list_models())
+    listing = ModelList(data=[_model(m) for m in entries])
     return Response(listing.model_dump_json().encode(), media_type="application/json")
 
 
@@ -87,7 +89,7 @@ async def model(request: Request, model_id: str) -> Response:
     """One model, or 404."""
     gateway: Gateway = request.app.state.gateway
     name = str(ModelName.parse(model_id))
-    for entry in await gateway.list_models():
+    for entry in visible(request.scope, await gateway.list_models()):
         if entry.name == name:
             return Response(_model(entry).model_dump_json().encode(), media_type="application/json")
     raise ModelNotFound(model_id, f"The model '{model_id}' does not exist")

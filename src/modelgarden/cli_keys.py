@@ -1,0 +1,129 @@
+"""``garden keys create|list|revoke``: API keys, through the running gateway's admin routes.
+
+The gateway owns the database, so the CLI asks it (``/garden/keys``) instead of opening the
+database itself. The first key is made while the gateway has none (it is then open, on
+loopback); afterwards the CLI sends ``GARDEN_API_KEY`` (or ``OLLAMA_API_KEY``), which must
+be an admin key.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import click
+from pydantic import BaseModel, ConfigDict
+
+from modelgarden.cli import _client, handles_errors, table
+
+
+class KeyInfo(BaseModel):
+    """One key as ``/garden/keys`` describes it (``key`` only in a creation's answer)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    name: str
+    scope: str
+    models: list[str]
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    state: str
+    key: str | None = None
+
+
+class KeyList(BaseModel):
+    """The answer of ``GET /garden/keys``."""
+
+    keys: list[KeyInfo]
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return "never"
+    return datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke API keys (admin)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="What the key is for (shown in usage and logs).")
+@click.option("--scope", type=click.Choice(["user", "admin"]), default="user", show_default=True)
+@click.option("--models", "models", multiple=True, help="Model glob it may use (repeatable).")
+@click.option("--expires", help="30d, 12h, or an ISO date (UTC); default: never.")
+@click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), help="Requests at once.")
+@handles_errors
+def create(
+    name: str,
+    scope: str,
+    models: tuple[str, ...],
+    expires: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    max_concurrent: int | None,
+) -> None:
+    """Create a key and print it (it cannot be shown again)."""
+    from modelgarden.client._base import Call
+
+    body: dict[str, Any] = {"name": name, "scope": scope, "models": list(models)}
+    extras = {"expires": expires, "rpm": rpm, "tpm": tpm, "max_concurrent": max_concurrent}
+    body |= {k: v for k, v in extras.items() if v is not None}
+    with _client() as client:
+        created = client._call(Call("POST", "/garden/keys", body, name="keys"), KeyInfo, None)
+    click.echo(created.key)
+    click.echo(
+        f"Created {created.scope} key {created.id} ({created.name}); expires "
+        f"{_when(created.expires_at)}. Store it now: it cannot be shown again.",
+        err=True,
+    )
+
+
+@keys.command("list")
+@handles_errors
+def list_keys() -> None:
+    """List keys (never their secrets)."""
+    from modelgarden.client._base import Call
+
+    with _client() as client:
+        found = client._call(Call("GET", "/garden/keys", name="keys"), KeyList, None)
+    rows = [["ID", "NAME", "SCOPE", "MODELS", "STATE", "EXPIRES", "LIMITS"]]
+    for k in found.keys:
+        limits = ", ".join(
+            f"{label} {value}"
+            for label, value in (("rpm", k.rpm), ("tpm", k.tpm), ("at once", k.max_concurrent))
+            if value is not None
+        )
+        rows.append(
+            [
+                k.id,
+                k.name,
+                k.scope,
+                ",".join(k.models) or "*",
+                k.state,
+                _when(k.expires_at),
+                limits or "-",
+            ]
+        )
+    table(rows)
+
+
+@keys.command("revoke")
+@click.argument("key")
+@handles_errors
+def revoke(key: str) -> None:
+    """Revoke a key by id or name."""
+    from modelgarden.client._base import Call
+
+    with _client() as client:
+        path = f"/garden/keys/{quote(key, safe='')}"
+        gone = client._call(Call("DELETE", path, name="keys"), KeyInfo, None)
+    click.echo(f"Revoked key {gone.id} ({gone.name})", err=True)

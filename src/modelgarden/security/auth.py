@@ -1,0 +1,142 @@
+"""Who may call what: API keys on every route that needs one, checked at the edge.
+
+Routes fall in three classes (:func:`required`):
+
+- **public**: ``/``, ``/health``, ``/ready``, ``/api/version``, the console's static files,
+  the API documentation; they show no model, prompt or key;
+- **user**: inference (``/api/generate``, ``/api/chat``, ``/api/embed``, ``/api/embeddings``,
+  the ``/v1`` completions and embeddings, ``/query``) and listing (``/api/tags``,
+  ``/api/show``, ``/api/ps``, ``/v1/models``), on the models the key's globs allow;
+- **admin**: everything else — pull, push, create, copy, delete, blobs, deploy, undeploy,
+  status, metrics, usage, backends, passthrough to upstreams, and key management.
+  A route not listed is admin-only, so a new route is never open by mistake.
+
+With no usable key in the database the gateway is open (it then listens on loopback only,
+unless started with ``--insecure``). With keys, a request without one gets 401, a user key
+on an admin route 403, and a key over its limits 429 with ``Retry-After``. The key is read
+from ``Authorization: Bearer`` (what the ``openai`` and ``ollama`` clients send) or
+``X-API-Key``; it is never passed on to an upstream.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelgarden.api.errors import send_error
+from modelgarden.errors import Forbidden, GardenError, Unauthorized
+from modelgarden.security.keys import Key, KeyRing
+
+Need = Literal["public", "user", "admin"]
+M = TypeVar("M")
+#: Where the request's key is put in the ASGI scope for the routes below.
+KEY = "garden.key"
+
+PUBLIC_EXACT = frozenset({"/", "/health", "/ready", "/api/version", "/favicon.ico"})
+PUBLIC_PREFIXES = ("/ui", "/docs", "/openapi.json")
+INFERENCE = frozenset(
+    {
+        "/api/generate",
+        "/api/chat",
+        "/api/embed",
+        "/api/embeddings",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/query",
+    }
+)
+USER_READS = frozenset({"/api/tags", "/api/ps", "/v1/models"})
+USER_PREFIXES = ("/v1/models/",)
+
+
+def required(method: str, path: str) -> Need:
+    """What a route needs: nothing, any key, or an admin key."""
+    if method in ("GET", "HEAD") and (path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES)):
+        return "public"
+    if method == "POST" and (path in INFERENCE or path == "/api/show"):
+        return "user"
+    if method in ("GET", "HEAD") and (path in USER_READS or path.startswith(USER_PREFIXES)):
+        return "user"
+    return "admin"
+
+
+def _secret(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key" and value:
+            return value.decode("latin-1").strip()
+    return None
+
+
+class Auth:
+    """Owns the decision to let a request in; wraps the routes with the :class:`KeyRing`."""
+
+    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keys.enabled:
+            await self.app(scope, receive, send)
+            return
+        need = required(scope["method"], scope["path"])
+        if need == "public":
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = self._check(scope, need)
+        except GardenError as exc:
+            await send_error(scope, receive, send, exc)
+            return
+        scope[KEY] = key
+        if scope["path"] not in INFERENCE:
+            await self.app(scope, receive, send)
+            return
+        key.active += 1  # concurrent requests: held until the answer's last byte is sent
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            key.active -= 1
+
+    def _check(self, scope: Scope, need: Need) -> Key:
+        secret = _secret(scope["headers"])
+        if secret is None:
+            raise Unauthorized("this gateway needs an API key: send Authorization: Bearer <key>")
+        key = self.keys.find(secret)
+        if key is None:
+            raise Unauthorized("invalid API key")
+        if key.revoked_at is not None:
+            raise Unauthorized("API key has been revoked")
+        if not key.usable:
+            raise Unauthorized("API key has expired")
+        if need == "admin" and key.scope != "admin":
+            raise Forbidden(f"{scope['method']} {scope['path']} needs an admin key")
+        if scope["path"] in INFERENCE:
+            key.admit()
+        return key
+
+
+def key_of(scope: Scope) -> Key | None:
+    """The request's key (``None`` when the gateway runs without keys)."""
+    key: Key | None = scope.get(KEY)
+    return key
+
+
+def visible(scope: Scope, entries: list[M]) -> list[M]:
+    """The listing entries (anything with a ``name``) the request's key may see."""
+    key = key_of(scope)
+    if key is None or not key.models:
+        return entries
+    return [e for e in entries if key.allows(str(getattr(e, "name", "")))]
+
+
+def check_model(scope: Scope, model: str) -> None:
+    """:class:`Forbidden` when the request's key may not use this model."""
+    key = key_of(scope)
+    if key is not None and not key.allows(model):
+        raise Forbidden(f"this API key may not use model {model!r}")

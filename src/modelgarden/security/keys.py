@@ -1,0 +1,304 @@
+"""API keys: stored hashed in the gateway's database, held in memory for the request path.
+
+A key is ``mg-`` and 43 characters of ``secrets.token_urlsafe`` (256 random bits). Only its
+SHA-256 is stored: with that much entropy a fast hash is as safe as a slow one (nothing to
+brute-force), and checking a request costs one hash and one dictionary lookup. The secret
+is shown once, when the key is created, and can never be read back.
+
+:class:`KeyRing` keeps every key of the database in memory and re-reads the table every
+``refresh`` seconds, so a key created or revoked by another gateway replica (or by the CLI
+through another gateway) takes effect here within that time; changes made through this
+gateway take effect at once. Per-key limits (requests and tokens per minute, concurrent
+requests) are counted in memory, per gateway process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import hashlib
+import math
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from modelgarden.db import Database, DatabaseError
+from modelgarden.errors import RateLimited
+
+log = structlog.get_logger(__name__)
+Scope = Literal["user", "admin"]
+PREFIX = "mg-"
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        models TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION,
+        revoked_at DOUBLE PRECISION,
+        rpm INTEGER,
+        tpm INTEGER,
+        max_concurrent INTEGER
+    )""",
+)
+COLUMNS = (
+    "id, name, scope, models, hash, created_at, expires_at, revoked_at, rpm, tpm, max_concurrent"
+)
+
+
+def digest(secret: str) -> str:
+    """What is stored for a key: its SHA-256, hex."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Bucket:
+    """A token bucket: ``rate`` units per minute, bursts up to ``rate``; may go negative."""
+
+    __slots__ = ("capacity", "level", "per_second", "stamp")
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.per_second = per_minute / 60.0
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.per_second)
+        self.stamp = now
+
+    def wait(self, need: float = 1.0) -> float:
+        """Seconds until ``need`` units are there (0: now)."""
+        self._refill()
+        return 0.0 if self.level >= need else (need - self.level) / self.per_second
+
+    def take(self, amount: float) -> None:
+        """Spend units (the level may go below zero: the debt is waited out)."""
+        self._refill()
+        self.level -= amount
+
+
+@dataclass
+class Key:
+    """One API key as the gateway knows it (never its secret)."""
+
+    id: str
+    name: str
+    scope: Scope
+    models: list[str]
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    active: int = 0
+    requests: Bucket | None = field(default=None, repr=False)
+    tokens: Bucket | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.requests = Bucket(self.rpm) if self.rpm else None
+        self.tokens = Bucket(self.tpm) if self.tpm else None
+
+    @property
+    def usable(self) -> bool:
+        """Neither revoked nor expired."""
+        return self.revoked_at is None and (
+            self.expires_at is None or self.expires_at > time.time()
+        )
+
+    def allows(self, model: str) -> bool:
+        """Whether the key may use this model (no globs: every model)."""
+        name = model.lower()
+        return not self.models or any(fnmatch.fnmatchcase(name, g.lower()) for g in self.models)
+
+    def admit(self) -> None:
+        """Count one request against the key's limits; :class:`RateLimited` when over one."""
+        if self.max_concurrent is not None and self.active >= self.max_concurrent:
+            raise RateLimited(
+                f"too many concurrent requests for this key (limit {self.max_concurrent})",
+                retry_after=1.0,
+            )
+        waits = []
+        if self.requests is not None:
+            waits.append(("requests per minute", self.rpm, self.requests.wait()))
+        if self.tokens is not None:
+            waits.append(("tokens per minute", self.tpm, self.tokens.wait()))
+        for what, limit, wait in waits:
+            if wait > 0:
+                raise RateLimited(
+                    f"rate limit exceeded: {limit} {what} for this key", retry_after=math.ceil(wait)
+                )
+        if self.requests is not None:
+            self.requests.take(1)
+
+    def public(self) -> dict[str, Any]:
+        """The key's description for listings (no secret, no hash)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scope": self.scope,
+            "models": self.models,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_concurrent": self.max_concurrent,
+            "state": "revoked"
+            if self.revoked_at is not None
+            else ("expired" if not self.usable else "active"),
+        }
+
+
+def _key(row: Sequence[Any]) -> tuple[str, Key]:
+    (kid, name, scope, models, hashed, created, expires, revoked, rpm, tpm, conc) = row
+    globs = [g for g in str(models).split(",") if g]
+    return hashed, Key(kid, name, scope, globs, created, expires, revoked, rpm, tpm, conc)
+
+
+async def count_keys(settings: Any) -> int:
+    """How many usable keys the settings' database holds (opened and closed here)."""
+    from modelgarden.db import connect
+
+    db = await connect(settings.database_url, settings.models_dir)
+    try:
+        await db.ensure_schema(SCHEMA)
+        rows = await db.fetch(f"SELECT {COLUMNS} FROM api_keys WHERE revoked_at IS NULL")
+    finally:
+        await db.close()
+    return sum(1 for row in rows if _key(row)[1].usable)
+
+
+class KeyRing:
+    """Owns the keys in memory (by hash), their limits, and their table in the database."""
+
+    def __init__(self, refresh: float = 5.0) -> None:
+        self.refresh = refresh
+        self.db: Database | None = None
+        self._by_hash: dict[str, Key] = {}
+        self._by_id: dict[str, Key] = {}
+        self.loaded = False
+        self._enabled = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests must carry a key: some key was usable at the last read."""
+        return self._enabled
+
+    async def start(self, db: Database) -> None:
+        """Create the table, read the keys, and keep re-reading them."""
+        self.db = db
+        try:
+            await db.ensure_schema(SCHEMA)
+            await self.reload()
+        except DatabaseError as exc:
+            log.error("api keys cannot be read", error=str(exc))
+        self._task = asyncio.create_task(self._every())
+
+    async def close(self) -> None:
+        """Stop re-reading."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _every(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh)
+            try:
+                await self.reload()
+            except DatabaseError as exc:
+                log.warning("api keys not refreshed", error=str(exc))
+
+    async def reload(self) -> None:
+        """Read every key; limits already counted for a key carry over."""
+        assert self.db is not None
+        rows = await self.db.fetch(f"SELECT {COLUMNS} FROM api_keys")
+        by_hash: dict[str, Key] = {}
+        for row in rows:
+            hashed, key = _key(row)
+            old = self._by_id.get(key.id)
+            if old is not None:  # keep the live counters
+                key.active, key.requests, key.tokens = old.active, old.requests, old.tokens
+            by_hash[hashed] = key
+        self._by_hash = by_hash
+        self._by_id = {k.id: k for k in by_hash.values()}
+        self._enabled = any(k.usable for k in by_hash.values())
+        self.loaded = True
+
+    def find(self, secret: str) -> Key | None:
+        """The key for a secret, if it exists (usable or not)."""
+        return self._by_hash.get(digest(secret))
+
+    def all(self) -> list[Key]:
+        """Every key, oldest first."""
+        return sorted(self._by_id.values(), key=lambda k: k.created_at)
+
+    def spend_record(self, record: Any) -> None:
+        """A finished request's tokens (a telemetry record) against its key."""
+        if record.key_id is not None:
+            self.spend(record.key_id, (record.prompt_tokens or 0) + (record.completion_tokens or 0))
+
+    async def attach(self, telemetry: Any) -> None:
+        """Start on the telemetry's database, now or, if it is not reachable yet, once it is."""
+        if telemetry.db is not None:
+            await self.start(telemetry.db)
+            return
+
+        async def later() -> None:
+            await telemetry.connected.wait()
+            await self.start(telemetry.db)
+
+        self._task = asyncio.create_task(later())
+
+    def spend(self, key_id: str, tokens: int) -> None:
+        """Count a finished request's tokens against its key's tokens per minute."""
+        key = self._by_id.get(key_id)
+        if key is not None and key.tokens is not None and tokens:
+            key.tokens.take(tokens)
+
+    async def create(
+        self,
+        name: str,
+        scope: Scope,
+        models: list[str],
+        expires_at: float | None,
+        limits: tuple[int | None, int | None, int | None] = (None, None, None),
+    ) -> tuple[Key, str]:
+        """Make a key; returns it and its secret (the only time the secret exists)."""
+        assert self.db is not None
+        secret = PREFIX + secrets.token_urlsafe(32)
+        kid = "key_" + secrets.token_hex(6)
+        rpm, tpm, conc = limits
+        row = (kid, name, scope, ",".join(models), digest(secret), time.time(), expires_at)
+        await self.db.executemany(
+            f"INSERT INTO api_keys ({COLUMNS}) VALUES ({', '.join('?' * 11)})",
+            [(*row, None, rpm, tpm, conc)],
+        )
+        await self.reload()
+        return self._by_id[kid], secret
+
+    async def revoke(self, ref: str) -> Key | None:
+        """Revoke a key by id or name; ``None`` when there is no such key."""
+        assert self.db is not None
+        await self.reload()
+        key = self._by_id.get(ref) or next(
+            (k for k in self._by_id.values() if k.name == ref and k.revoked_at is None), None
+        )
+        if key is None:
+            return None
+        await self.db.executemany(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ?", [(time.time(), key.id)]
+        )
+        await self.reload()
+        return self._by_id[key.id]
