@@ -1,0 +1,108 @@
+"""Schemathesis against the gateway's own OpenAPI document: every operation gets generated
+requests; none may answer 500, and every error is in its API's shape.
+
+Both of Schemathesis's generation modes run: positive (requests the schema allows) and
+negative (requests it forbids). The gateway under test has an empty store (so generated
+inference requests exercise parsing, validation and routing without running a model) and
+a registry that refuses connections (so pulls fail fast). Key creation is left out: the
+first key would close the gateway to every later generated request.
+``GARDEN_FUZZ_EXAMPLES`` sets the examples per operation (CI: 15; the figures in
+docs/SECURITY.md come from a run with 300).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+
+from tests.conftest import GardenServer, free_port, start_server, stop_and_check
+
+EXAMPLES = int(os.environ.get("GARDEN_FUZZ_EXAMPLES", "15"))
+#: Operations whose job is to reach an upstream that is down here: 502-504 are honest.
+UPSTREAM = ("/api/pull", "/api/push", "/deploy", "/ollama/")
+SKIPPED = {("POST", "/garden/keys"), ("DELETE", "/garden/keys/{ref}")}
+COUNTS: dict[str, dict[int, int]] = {}
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GardenServer]:
+    server = start_server(
+        tmp_path_factory.mktemp("fuzz"),
+        GARDEN_DEFAULT_MODEL="",
+        GARDEN_REGISTRY=f"http://127.0.0.1:{free_port()}",
+        GARDEN_LOG_LEVEL="warning",
+    )
+    yield server
+    stop_and_check(server)
+    _report()
+
+
+def check_shape(path: str, body: bytes) -> None:
+    """An error answer is JSON in its family's shape: OpenAI's under /v1, Ollama's elsewhere."""
+    data = orjson.loads(body)
+    assert isinstance(data, dict) and "error" in data, body[:200]
+    if path.startswith("/v1/"):
+        error = data["error"]
+        assert isinstance(error, dict), body[:200]
+        assert isinstance(error.get("message"), str) and isinstance(error.get("type"), str)
+    else:
+        assert isinstance(data["error"], str) and data["error"], body[:200]
+
+
+def judge(case: Any) -> None:
+    """Send one generated request and check what came back."""
+    label = f"{case.method.upper()} {case.path}"
+    response = case.call(timeout=30)
+    status = response.status_code
+    path = case.formatted_path
+    counts = COUNTS.setdefault(label, {})
+    counts[status] = counts.get(status, 0) + 1
+    assert status != 500, f"{label}: {response.content[:300]!r}"
+    if status >= 500:
+        assert path.startswith(UPSTREAM), f"{label} answered {status}: {response.content[:300]!r}"
+    if status >= 400 and response.content and case.method.upper() != "HEAD":
+        check_shape(path, response.content)
+
+
+def test_generated_requests_never_break_the_gateway(fuzzed: GardenServer) -> None:
+    api = schemathesis.openapi.from_url(fuzzed.url + "/openapi.json")
+    failures = []
+    operations = [result.ok() for result in api.get_all_operations()]
+    for operation in operations:
+        if (operation.method.upper(), operation.path) in SKIPPED:
+            continue
+
+        modes = [operation.as_strategy(generation_mode=mode) for mode in GenerationMode]
+
+        @given(case=st.one_of(modes))
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+        def run(case: Any) -> None:
+            judge(case)
+
+        try:
+            run()
+        except AssertionError as exc:
+            failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
+    assert not failures, "\n".join(failures)
+    assert len(COUNTS) == len(operations) - len(SKIPPED)
+    assert sum(sum(c.values()) for c in COUNTS.values()) >= len(COUNTS) * min(EXAMPLES, 5)
+
+
+def _report() -> None:
+    target = os.environ.get("GARDEN_FUZZ_REPORT")
+    if target:
+        with open(target, "wb") as out:
+            out.write(
+                orjson.dumps(
+                    COUNTS,
+                    option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+                )
+            )
