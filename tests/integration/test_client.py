@@ -61,7 +61,7 @@ LONG_GENERATE = {
 }
 #: Retry quickly and for long enough to outlast a restart or a busy runner.
 PATIENT = ClientOptions(
-    retry=RetryPolicy(max_retries=60, base_delay=0.05, max_delay=0.4),
+    retry=RetryPolicy(max_retries=250, base_delay=0.05, max_delay=0.4),  # ~100 s on a busy CI
     breaker=BreakerPolicy(enabled=False),
 )
 
