@@ -111,10 +111,17 @@ JSON = "application/json"
 
 
 class Stub:
-    """The handlers; ``default_chunks`` is the stream length when a request names none."""
+    """The handlers; ``default_chunks`` is the stream length when a request names none.
 
-    def __init__(self, default_chunks: int) -> None:
+    Fault modes for the reliability suite: ``delay`` seconds between streamed records (a
+    model generating), and ``stall_after`` records after which a stream goes silent
+    forever (an upstream that hangs mid-answer).
+    """
+
+    def __init__(self, default_chunks: int, delay: float = 0.0, stall_after: int = 0) -> None:
         self.default_chunks = default_chunks
+        self.delay = delay
+        self.stall_after = stall_after
         self.ollama_chunks: list[bytes] = []
         self.openai_chunks: list[bytes] = []
 
@@ -140,8 +147,12 @@ class Stub:
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": media})
         await response.prepare(request)
-        for record in records:
+        for sent, record in enumerate(records):
+            if self.stall_after and sent == self.stall_after:
+                await asyncio.Event().wait()  # silent until the client gives up
             await response.write(record)
+            if self.delay:
+                await asyncio.sleep(self.delay)
         await response.write_eof()
         return response
 
@@ -164,8 +175,8 @@ class Stub:
         return await self._stream(request, "text/event-stream", records)
 
 
-def make_app(default_chunks: int) -> web.Application:
-    stub = Stub(default_chunks)
+def make_app(default_chunks: int, delay: float = 0.0, stall_after: int = 0) -> web.Application:
+    stub = Stub(default_chunks, delay, stall_after)
     app = web.Application()
     app.router.add_get("/api/tags", stub.tags)
     app.router.add_get("/v1/models", stub.models)
@@ -179,11 +190,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=18000)
     parser.add_argument("--chunks", type=int, default=256, help="stream length by default")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between records")
+    parser.add_argument("--stall-after", type=int, default=0, help="records, then silence")
     args = parser.parse_args()
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     started = time.strftime("%H:%M:%S")
     print(f"stub upstream on http://{args.host}:{args.port} ({started})", flush=True)
-    web.run_app(make_app(args.chunks), host=args.host, port=args.port, access_log=None, print=None)
+    app = make_app(args.chunks, args.delay, args.stall_after)
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,13 @@ class Settings(BaseSettings):
         validation_alias=_env("GARDEN_INSECURE"),
         description="Allow listening beyond loopback with no API key (anyone may do anything).",
     )
+    shutdown_grace: float = Field(
+        default=10.0,
+        ge=0,
+        validation_alias=_env("GARDEN_SHUTDOWN_GRACE"),
+        description="Seconds a stopping gateway lets answers in flight finish before it ends "
+        "them with an error record.",
+    )
     log_level: str = Field(default="info", validation_alias=_env("GARDEN_LOG_LEVEL"))
     log_prompts: bool = Field(
         default=False,
@@ -228,7 +235,7 @@ class Settings(BaseSettings):
     def _parse_body_size(cls, value: Any) -> int:
         return parse_bytes(value)
 
-    @field_validator("read_timeout", mode="before")
+    @field_validator("read_timeout", "shutdown_grace", mode="before")
     @classmethod
     def _parse_read_timeout(cls, value: Any) -> Any:
         return parse_keep_alive(value) if isinstance(value, str) else value

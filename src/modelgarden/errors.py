@@ -24,7 +24,8 @@ status it maps to, so adding an error never means touching the mapping.
     ├── BackendUnavailable (502)
     ├── Overloaded (503)
     ├── DatabaseUnavailable (503)
-    └── UpstreamTimeout (504)
+    ├── UpstreamTimeout (504)
+    └── StorageFull (507)
 """
 
 from __future__ import annotations
@@ -166,6 +167,13 @@ class UpstreamTimeout(GardenError):
 
     status = 504
     kind = "timeout_error"
+
+
+class StorageFull(GardenError):
+    """The disk under the model store is full (what was written so far is kept)."""
+
+    status = 507
+    kind = "server_error"
 
 
 SERVER_BUSY = "server busy, please try again.  maximum pending requests exceeded"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import math
+import socket
 from types import FrameType
 
 import structlog
@@ -12,6 +14,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelgarden.api.app import create_app
 from modelgarden.api.guard import is_loopback_bind
+from modelgarden.api.streaming import Drain
 from modelgarden.config import ConfigError, Settings
 from modelgarden.db import DatabaseError
 from modelgarden.gateway import Gateway
@@ -19,6 +22,8 @@ from modelgarden.security.keys import count_keys
 from modelgarden.telemetry.logging import configure_logging
 
 log = structlog.get_logger(__name__)
+#: Seconds after the grace period before uvicorn cancels whatever is still running.
+LAST_RESORT = 5.0
 
 
 def serve(settings: Settings) -> None:
@@ -43,10 +48,11 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=10,
+        # uvicorn's own cancel is the last resort, after the drain has ended every answer.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace + LAST_RESORT),
         server_header=False,
     )
-    _Server(config).run()
+    _Server(config, app.state.drain, settings.shutdown_grace).run()
 
 
 def check_exposure(settings: Settings) -> None:
@@ -131,12 +137,34 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, except that a stop asked for by SIGTERM/SIGINT exits with status 0.
+    """uvicorn's server, with a graceful stop for streams and a clean exit status.
 
-    (uvicorn re-raises the signal after its graceful shutdown, which ends the process with
-    -15; a service manager should see a clean exit.)
+    On SIGTERM/SIGINT uvicorn stops accepting connections and lets each open one finish
+    its answer; here, once ``grace`` seconds have passed, the :class:`Drain` ends the
+    answers still in flight with an error record in their API's framing (a request still
+    waiting gets a 503), so that no client sees a stream just cut. Then the lifespan stops
+    every runner, and the process exits with status 0 (uvicorn would re-raise the signal,
+    which ends the process with -15; a service manager should see a clean exit).
     """
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, grace: float) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.grace = grace
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        log.info("shutting down", grace_s=self.grace, in_flight=len(self.drain.watches))
+        timer = asyncio.get_running_loop().call_later(self.grace, self._end_in_flight)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            timer.cancel()
+
+    def _end_in_flight(self) -> None:
+        ended = self.drain.end_all()
+        if ended:
+            log.warning("grace period over: ending requests in flight", requests=ended)

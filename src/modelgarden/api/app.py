@@ -28,6 +28,7 @@ from modelgarden.api.guard import Guard
 from modelgarden.api.ollama import inference, models, transfer
 from modelgarden.api.openai import routes as openai_routes
 from modelgarden.api.openapi import install_schemas
+from modelgarden.api.streaming import Drain
 from modelgarden.config import Settings
 from modelgarden.errors import BadRequest, GardenError, NotFound
 from modelgarden.gateway import Gateway
@@ -168,6 +169,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     app.state.settings = settings
     app.state.telemetry = telemetry
     app.state.keys = keys
+    app.state.drain = Drain()
     app.add_exception_handler(GardenError, _garden_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -10,6 +10,10 @@ whether the stream ended with its final record. If the backend fails mid-stream,
 stream ends without its final record, the client gets one last error record in its own
 API's framing. A non-streamed answer is read whole first, so that an error inside it still
 gets a real status.
+
+:class:`Drain` ends what is still in flight when a stopping server's grace period is over:
+each request's :class:`ClientWatch` is told, and a stream that has begun gets its API's
+last error record, a request still waiting gets a 503 in its API's shape.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from modelgarden.api.errors import ollama_error_line, openai_error_body
 from modelgarden.backends.base import BackendResponse
-from modelgarden.errors import BackendUnavailable, ClientClosed, GardenError
+from modelgarden.errors import BackendUnavailable, ClientClosed, GardenError, Overloaded
 from modelgarden.telemetry.record import Meter
 from modelgarden.translate.stream import DONE, sse_error
 
@@ -84,48 +88,107 @@ SSE = Framing(
 )
 
 
-class ClientWatch:
-    """Watches a request's ASGI receive channel for the client disconnecting."""
+#: What a request still in flight when the server's grace period ends is told.
+SHUTTING_DOWN = "server is shutting down"
 
-    def __init__(self, receive: Receive) -> None:
+
+class Drain:
+    """Owns the set of in-flight inference requests (their :class:`ClientWatch`), so that a
+    stopping server can end them all at its deadline, each in its own API's framing."""
+
+    def __init__(self) -> None:
+        self.watches: set[ClientWatch] = set()
+        #: Why in-flight requests were ended (``None`` while the server runs normally).
+        self.ended: str | None = None
+
+    def end_all(self, message: str = SHUTTING_DOWN) -> int:
+        """End every request in flight (and any that starts later); returns how many."""
+        self.ended = message
+        watches = list(self.watches)
+        for watch in watches:
+            watch.end(message)
+        return len(watches)
+
+
+class ClientWatch:
+    """Watches a request's ASGI receive channel for the client disconnecting, and lets a
+    :class:`Drain` end the request; either cancels the work the request is awaiting."""
+
+    def __init__(self, receive: Receive, drain: Drain | None = None) -> None:
         self.future: asyncio.Future[None] = asyncio.ensure_future(self._wait(receive))
+        self.future.add_done_callback(self._on_disconnect)
+        #: The task to cancel when the client leaves or the server ends the request.
+        self.target: asyncio.Task[object] | None = None
+        #: Why the server ended this request (``None`` unless it did).
+        self.ended: str | None = None
+        self.drain = drain
+        if drain is not None:
+            drain.watches.add(self)
+            if drain.ended is not None:
+                self.ended = drain.ended
 
     @staticmethod
     async def _wait(receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
+    def _on_disconnect(self, _: asyncio.Future[None]) -> None:
+        if self.gone and self.target is not None:
+            self.target.cancel()
+
     @property
     def gone(self) -> bool:
         """Whether the client has disconnected."""
         return self.future.done() and not self.future.cancelled()
 
-    async def guard(self, work: Awaitable[T]) -> T:
-        """Await ``work`` unless the client leaves first (then raise :class:`ClientClosed`).
+    @property
+    def interrupted(self) -> bool:
+        """Whether the client left or the server ended the request."""
+        return self.ended is not None or self.gone
 
-        The waiting task itself is cancelled when the client goes: no extra task per request.
-        """
+    def end(self, message: str) -> None:
+        """End the request (the server is stopping): cancel what it awaits."""
+        self.ended = message
+        if self.target is not None:
+            self.target.cancel()
+
+    def watching(self) -> asyncio.Task[object]:
+        """Make the current task the one that an interruption cancels; returns it."""
         task = asyncio.current_task()
         assert task is not None
+        self.target = task
+        return task
 
-        def on_disconnect(_: asyncio.Future[None]) -> None:
-            if self.gone:
-                task.cancel()
+    async def guard(self, work: Awaitable[T]) -> T:
+        """Await ``work`` unless the client leaves first (then raise :class:`ClientClosed`)
+        or the server ends the request (then :class:`Overloaded`).
 
-        self.future.add_done_callback(on_disconnect)
+        The waiting task itself is cancelled: no extra task per request.
+        """
+        task = self.watching()
         try:
+            if self.interrupted:
+                if asyncio.iscoroutine(work):
+                    work.close()
+                raise asyncio.CancelledError
             return await work
         except asyncio.CancelledError:
-            if not self.gone:
+            if not self.interrupted:
                 raise
-            task.uncancel()
-            raise ClientClosed("client disconnected") from None
+            if task.cancelling():
+                task.uncancel()
+            if self.gone:
+                raise ClientClosed("client disconnected") from None
+            raise Overloaded(self.ended or SHUTTING_DOWN) from None
         finally:
-            self.future.remove_done_callback(on_disconnect)
+            self.target = None
 
     def stop(self) -> None:
         """Stop watching (the response is complete)."""
+        self.target = None
         self.future.cancel()
+        if self.drain is not None:
+            self.drain.watches.discard(self)
 
 
 class RelayResponse(Response):
@@ -157,40 +220,54 @@ class RelayResponse(Response):
         self.tail = b""
         #: How the request ended, for its record: status, and the error if it failed.
         self.outcome: tuple[int, str | None] = (500, "the relay failed")
+        #: Whether the response's start, and its last body message, went out.
+        self.started = self.finished = False
 
     def _start(self, status: int, media_type: str) -> dict[str, object]:
+        self.started = True
         headers = [(b"content-type", media_type.encode()), *self.extra_headers]
         if self.meter is not None:
             headers += self.meter.headers()
         return {"type": "http.response.start", "status": status, "headers": headers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-
-        def on_disconnect(_: asyncio.Future[None]) -> None:
-            if self.watch.gone:
-                task.cancel()
-
-        self.watch.future.add_done_callback(on_disconnect)
+        watch = self.watch
+        task = watch.watching()
         try:
+            if watch.interrupted:
+                raise asyncio.CancelledError
             if self.stream:
                 await self._relay(send)
             else:
                 await self._whole(send)
         except asyncio.CancelledError:
-            if not self.watch.gone:
+            if not watch.interrupted:
                 raise
-            task.uncancel()
+            if task.cancelling():
+                task.uncancel()
+            if not watch.gone:
+                await self._end(send, watch.ended or SHUTTING_DOWN)
         finally:
-            self.watch.future.remove_done_callback(on_disconnect)
-            self.watch.stop()
+            watch.stop()
             await self.upstream.close()
             if self.meter is not None:
-                if self.watch.gone:
+                if watch.gone:
                     self.outcome = (499, "client disconnected")
                 status, error = self.outcome
                 self.meter.finish(status, tail=self.tail, error=error)
+
+    async def _end(self, send: Send, message: str) -> None:
+        """Finish a response the server is ending: a 503 in the API's shape when nothing
+        was sent yet, else the stream's last error record."""
+        self.outcome = (Overloaded.status, message)
+        if not self.started:
+            body = self.framing.error_body(Overloaded(message))
+            await send(self._start(Overloaded.status, "application/json"))
+        elif not self.finished:
+            body = self.framing.error_record(message)
+        else:
+            return
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _relay(self, send: Send) -> None:
         await send(self._start(self.upstream.status, self.upstream.media_type))
@@ -216,6 +293,7 @@ class RelayResponse(Response):
         # The final record, and the chunk it came in: an SSE stream's usage event comes
         # just before its ``[DONE]`` line, often in the same chunk.
         self.tail = chunk if chunk.endswith(tail) else tail
+        self.finished = True
         await send({"type": "http.response.body", "body": last, "more_body": False})
 
     async def _whole(self, send: Send) -> None:
@@ -237,4 +315,5 @@ class RelayResponse(Response):
         if self.meter is not None:
             self.meter.backend_ns += time.perf_counter_ns() - reading
         await send(self._start(status, "application/json"))
+        self.finished = True
         await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -97,9 +97,12 @@ async def iter_body(
                 yield chunk
         complete = True
     except TimeoutError:
-        raise broken(f"{what} sent nothing for {idle:.0f}s mid-response") from None
+        raise broken(f"{what} sent nothing for {idle:g}s mid-response") from None
     except (aiohttp.ClientError, ConnectionError) as exc:
-        reason = str(exc) or type(exc).__name__
+        # A payload error is the connection closing before the answer's end; aiohttp's
+        # own words for it (a chunked-encoding error) would mean nothing to a client.
+        closed = isinstance(exc, aiohttp.ClientPayloadError)
+        reason = "the connection closed" if closed else str(exc) or type(exc).__name__
         raise broken(f"{what} stopped answering mid-response: {reason}") from None
     finally:
         if complete:

@@ -179,6 +179,13 @@ class BlobStore:
         """
         return self.root / (parse_digest(digest).replace(":", "-") + PARTIAL_SUFFIX)
 
+    def partial_size(self, digest: str) -> int:
+        """How many bytes of an interrupted download of this blob are kept (0: none)."""
+        try:
+            return self.partial_path(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def partial(self, digest: str) -> PartialBlob:
         """Open (or create) the resumable download of a blob; its existing bytes are re-hashed."""
         return PartialBlob(self, digest)
@@ -239,11 +246,13 @@ class PartialBlob:
             return got
 
     def close(self) -> None:
-        """Stop writing and keep the bytes for a later resume."""
-        with self._lock:
-            if not self._fh.closed:
-                self._fh.flush()
-                self._fh.close()
+        """Stop writing and keep the bytes for a later resume.
+
+        Bytes that cannot be flushed (a full disk) are dropped: the file holds a prefix of
+        the blob all the same, and reopening it hashes what is really there.
+        """
+        with self._lock, contextlib.suppress(OSError):
+            self._fh.close()  # flushes first, and closes the file even when that fails
 
     def discard(self) -> None:
         """Stop writing and remove the bytes."""

@@ -20,6 +20,7 @@ and ``success``: each blob the registry lacks is uploaded whole, then the manife
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from modelgarden.errors import BackendUnavailable, BadRequest
+from modelgarden.errors import BackendUnavailable, BadRequest, StorageFull
 from modelgarden.store.blobs import PartialBlob
 from modelgarden.store.gguf import GGUFError, read_gguf
 from modelgarden.store.hf import HF_HOSTS, HfRef, HfSource, HubFile, choose_gguf
@@ -168,7 +169,23 @@ class Puller:
     # -- pull ------------------------------------------------------------------------------
 
     async def pull(self, name: str, insecure: bool = False) -> AsyncGenerator[Record, None]:
-        """Pull a model; yields Ollama's progress records, ending with ``success``."""
+        """Pull a model; yields Ollama's progress records, ending with ``success``.
+
+        A full disk ends the pull with :class:`StorageFull`; the bytes received so far are
+        kept, and the next pull, once there is room, resumes from them.
+        """
+        try:
+            async for record in self._pull(name, insecure):
+                yield record
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StorageFull(
+                f"pulling {name}: no space left on the disk of {self.store.root} "
+                f"({exc.strerror}); free some space and pull again to resume"
+            ) from None
+
+    async def _pull(self, name: str, insecure: bool) -> AsyncGenerator[Record, None]:
         hf = HfRef.parse(name)
         if hf is not None:
             plan = await self._hub_plan(hf)
@@ -211,7 +228,14 @@ class Puller:
                 last = done
 
     def _check_space(self, layers: list[Layer]) -> None:
-        needed = sum(layer.size for layer in layers if not self.store.blobs.has(layer.digest))
+        """Refuse a pull that cannot fit; bytes already kept from an interrupted download
+        count as downloaded (a pull stopped by a full disk resumes once there is room)."""
+        blobs = self.store.blobs
+        needed = sum(
+            max(layer.size - blobs.partial_size(layer.digest), 0)
+            for layer in layers
+            if not blobs.has(layer.digest)
+        )
         free = shutil.disk_usage(self.store.blobs.root).free
         if needed > free:
             raise BadRequest(f"not enough disk space: the model needs {needed} bytes, {free} free")

@@ -1,0 +1,282 @@
+"""Load and soak: many concurrent streams through the gateway, with memory and descriptors
+sampled between rounds (load) or every second (soak)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import ollama
+import openai
+from benchmarks.reliability.harness import (
+    BUSY,
+    Result,
+    Sample,
+    Scale,
+    Stream,
+    gateway,
+    mib,
+    ollama_chat,
+    openai_chat,
+    raise_fd_limit,
+    read_stream,
+    sample,
+    session,
+    stub_config,
+    stubs,
+)
+from tests.conftest import DEFAULT_MODEL, GardenServer
+
+#: Headroom of the remote backends in the load scenario: every stream is admitted.
+LIMITS = {"max_concurrency": 2048, "max_queue": 2048}
+SETTLE = 1.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def _judge_streams(result: Result, streams: list[Stream], chunks: int) -> dict[str, int]:
+    """Count outcomes; anything but a whole stream or a documented 503 is a failure."""
+    counts = {"ok": 0, "busy_503": 0, "bad": 0}
+    for stream in streams:
+        whole = stream.status == 200 and stream.ending == "done"
+        # Ollama: `chunks` content records and a final one; OpenAI: a role chunk, `chunks`
+        # content chunks and a final one with usage.
+        if whole and len(stream.records) in (chunks + 1, chunks + 2):
+            counts["ok"] += 1
+        elif stream.status == 503 and stream.error == BUSY:
+            counts["busy_503"] += 1
+        else:
+            counts["bad"] += 1
+            if counts["bad"] <= 3:
+                result.failures.append(
+                    f"stream {stream.status} {stream.ending!r} {stream.error!r} "
+                    f"({len(stream.records)} records)"
+                )
+    return counts
+
+
+async def _round(server: GardenServer, streams: int, chunks: int) -> list[Stream]:
+    async with session() as http:
+        jobs = []
+        for i in range(streams):
+            if i % 2:
+                url, body = server.url + "/v1/chat/completions", openai_chat("stub-openai", chunks)
+            else:
+                url, body = server.url + "/api/chat", ollama_chat("stub", chunks)
+            jobs.append(read_stream(http, url, body))
+        return list(await asyncio.gather(*jobs))
+
+
+def load_stub(scale: Scale, work: Path) -> Result:
+    """Scenario 1a."""
+    n, rounds, chunks = scale.stub_streams, scale.stub_rounds, scale.stub_chunks
+    result = Result(
+        "load: streams to a stub",
+        f"{n} concurrent streams ({chunks} chunks each, half Ollama relayed, half OpenAI "
+        f"relayed) x {rounds} rounds: no error but documented 503s, every stream whole to "
+        "its last line; gateway memory after the last round within 10% of after the first, "
+        "open descriptors not growing round over round",
+    )
+    raise_fd_limit()
+    with stubs("--chunks", str(chunks)) as stub:
+        toml = stub_config(work, stub.url, **LIMITS)
+        env = {"GARDEN_CONFIG": toml, "GARDEN_DEFAULT_MODEL": "", "GARDEN_LOG_LEVEL": "info"}
+        with gateway(work / "gw", result, **env) as server:
+            pid = server.proc.pid
+            start = sample(pid)
+            samples: list[Sample] = []
+            walls: list[float] = []
+            latencies: list[float] = []
+            totals = {"ok": 0, "busy_503": 0, "bad": 0}
+            for _ in range(rounds):
+                began = time.perf_counter()
+                streams = asyncio.run(_round(server, n, chunks))
+                walls.append(time.perf_counter() - began)
+                latencies += [s.seconds for s in streams if s.seconds]
+                for key, value in _judge_streams(result, streams, chunks).items():
+                    totals[key] += value
+                time.sleep(SETTLE)
+                samples.append(sample(pid))
+    first, last = samples[0], samples[-1]
+    result.figures = {
+        "streams": n * rounds,
+        **totals,
+        "round_s_median": round(statistics.median(walls), 2),
+        "streams_per_s": round(n / statistics.median(walls), 1),
+        "chunks_per_s": round(n * chunks / statistics.median(walls)),
+        "stream_p50_ms": round(_percentile(latencies, 0.5) * 1000, 1),
+        "stream_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
+        "rss_start_mib": mib(start.rss),
+        "rss_per_round_mib": [mib(s.rss) for s in samples],
+        "fds_start": start.fds,
+        "fds_per_round": [s.fds for s in samples],
+    }
+    result.check(totals["ok"] + totals["busy_503"] == n * rounds, "some streams failed")
+    result.check(
+        last.rss <= first.rss * 1.10,
+        f"memory grew over the rounds: {mib(first.rss)} MiB -> {mib(last.rss)} MiB",
+    )
+    result.check(
+        last.fds <= first.fds + 16,
+        f"open descriptors grew over the rounds: {first.fds} -> {last.fds}",
+    )
+    return result
+
+
+async def _model_load(server: GardenServer, n: int, tokens: int) -> tuple[list[str], list[str]]:
+    options = {"num_predict": tokens, "temperature": 0, "seed": 42}
+    messages = [{"role": "user", "content": "Name a color."}]
+    oc = ollama.AsyncClient(host=server.url, timeout=600)
+    ai = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", timeout=600)
+
+    async def via_ollama() -> str:
+        parts = [
+            p async for p in await oc.chat(DEFAULT_MODEL, messages, stream=True, options=options)
+        ]
+        assert parts[-1].done, "the last Ollama record is not done"
+        return "".join(p.message.content or "" for p in parts)
+
+    async def via_openai() -> str:
+        stream = await ai.chat.completions.create(
+            model=DEFAULT_MODEL,
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=tokens,
+            temperature=0,
+            seed=42,
+            stream=True,
+        )
+        chunks = [c async for c in stream]
+        assert chunks[-1].choices[0].finish_reason, "the last OpenAI chunk has no finish_reason"
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    jobs: list[Any] = [via_ollama() if i % 2 == 0 else via_openai() for i in range(n)]
+    answers = await asyncio.gather(*jobs, return_exceptions=True)
+    await ai.close()
+    return [str(a) for a in answers[0::2]], [str(a) for a in answers[1::2]]
+
+
+def load_model(scale: Scale, work: Path) -> Result:
+    """Scenario 1b."""
+    n, tokens = scale.model_streams, scale.model_tokens
+    result = Result(
+        "load: streams to the real model",
+        f"{n} concurrent streams to {DEFAULT_MODEL} (half through the ollama client, half "
+        f"through the openai client, {tokens} tokens, temperature 0): every one completes, "
+        "the answers of each family are identical",
+    )
+    with gateway(work, result) as server:
+        ollama.Client(host=server.url).generate(DEFAULT_MODEL, "")  # loaded before the clock
+        began = time.perf_counter()
+        via_ollama, via_openai = asyncio.run(_model_load(server, n, tokens))
+        wall = time.perf_counter() - began
+        rss = sample(server.proc.pid).rss
+    result.figures = {
+        "streams": n,
+        "wall_s": round(wall, 2),
+        "streams_per_s": round(n / wall, 2),
+        "gateway_rss_mib": mib(rss),
+    }
+    for answers in (via_ollama, via_openai):
+        result.check(
+            len(set(answers)) == 1, f"answers differ or failed: {sorted(set(answers))[:3]}"
+        )
+    return result
+
+
+# -- soak ----------------------------------------------------------------------------------------
+
+
+async def _soak_traffic(server: GardenServer, seconds: float, counts: dict[str, int]) -> None:
+    deadline = time.monotonic() + seconds
+    kinds = ["ollama", "openai", "leave", "whole", "catalogue", "model"]
+
+    async def worker(kind: str) -> None:
+        async with session() as http:
+            while time.monotonic() < deadline:
+                ok = await _one(http, server, kind)
+                counts[kind] = counts.get(kind, 0) + 1
+                if not ok:
+                    counts["bad"] = counts.get("bad", 0) + 1
+
+    await asyncio.gather(*(worker(k) for k in kinds for _ in range(1 if k == "model" else 4)))
+
+
+async def _one(http: Any, server: GardenServer, kind: str) -> bool:
+    if kind == "ollama":
+        s = await read_stream(http, server.url + "/api/chat", ollama_chat("stub", 16))
+        return s.ending == "done"
+    if kind == "openai":
+        body = openai_chat("stub-openai", 16)
+        s = await read_stream(http, server.url + "/v1/chat/completions", body)
+        return s.ending == "done"
+    if kind == "leave":
+        body = ollama_chat("stub", 64)
+        s = await read_stream(http, server.url + "/api/chat", body, stop_after=2)
+        return s.status == 200
+    if kind == "whole":
+        body = {**openai_chat("stub-openai", 4), "stream": False}
+        async with http.post(server.url + "/v1/chat/completions", json=body) as r:
+            return r.status == 200 and "choices" in await r.json()
+    if kind == "catalogue":
+        async with http.get(server.url + "/api/tags") as r:
+            return r.status == 200 and bool((await r.json())["models"])
+    body = ollama_chat(DEFAULT_MODEL, 4)
+    s = await read_stream(http, server.url + "/api/chat", body)
+    return s.ending == "done"
+
+
+def soak(scale: Scale, work: Path) -> Result:
+    """Scenario 4."""
+    seconds = scale.soak_seconds
+    result = Result(
+        "soak: mixed traffic",
+        f"{seconds:.0f} s of mixed traffic (stub streams in both families, clients leaving "
+        "mid-stream, whole answers, catalogue reads, the real model): no failed request; "
+        "memory flat (last quarter's median within 10% of the first quarter's), descriptors "
+        "back to their level before the traffic",
+    )
+    raise_fd_limit()
+    with stubs("--chunks", "16", "--delay", "0.002") as stub:
+        env = {"GARDEN_CONFIG": stub_config(work, stub.url, **LIMITS)}
+        with gateway(work / "gw", result, **env) as server:
+            pid = server.proc.pid
+            ollama.Client(host=server.url).generate(DEFAULT_MODEL, "")
+            before = sample(pid)
+            counts: dict[str, int] = {}
+            samples: list[Sample] = []
+
+            async def run() -> None:
+                traffic = asyncio.ensure_future(_soak_traffic(server, seconds, counts))
+                while not traffic.done():
+                    samples.append(await asyncio.to_thread(sample, pid))
+                    await asyncio.wait({traffic}, timeout=1.0)
+                await traffic
+
+            asyncio.run(run())
+            time.sleep(SETTLE)
+            after = sample(pid)
+    quarter = max(1, len(samples) // 4)
+    early = statistics.median(s.rss for s in samples[:quarter])
+    late = statistics.median(s.rss for s in samples[-quarter:])
+    result.figures = {
+        "requests": sum(v for k, v in counts.items() if k != "bad"),
+        "failed": counts.get("bad", 0),
+        "by_kind": {k: v for k, v in counts.items() if k != "bad"},
+        "samples": len(samples),
+        "rss_first_quarter_mib": mib(early),
+        "rss_last_quarter_mib": mib(late),
+        "rss_max_mib": mib(max(s.rss for s in samples)),
+        "fds_before": before.fds,
+        "fds_max": max(s.fds for s in samples),
+        "fds_after": after.fds,
+    }
+    result.check(not counts.get("bad"), f"{counts.get('bad')} requests failed")
+    result.check(late <= early * 1.10, f"memory grew: {mib(early)} -> {mib(late)} MiB")
+    result.check(after.fds <= before.fds + 32, f"descriptors grew: {before.fds} -> {after.fds}")
+    return result
