@@ -15,6 +15,7 @@ import contextlib
 import os
 import socket
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,10 +50,10 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS usage_started ON usage (started)",
 )
 COLUMNS = (
-    "request_id, started, day, api, endpoint, model, backend, key_id, status, stream, "
-    "prompt_tokens, completion_tokens, duration_ms, ttft_ms, overhead_ms, gateway"
-)
-INSERT = f"INSERT INTO usage ({COLUMNS}) VALUES ({', '.join('?' * 16)})"
+    "request_id", "started", "day", "api", "endpoint", "model", "backend", "key_id", "status",
+    "stream", "prompt_tokens", "completion_tokens", "duration_ms", "ttft_ms", "overhead_ms",
+    "gateway",
+)  # fmt: skip
 #: What a summary may be grouped by, and the column each one reads.
 GROUPS = {"day": "day", "model": "model", "key": "key_id", "backend": "backend", "api": "api"}
 
@@ -95,7 +96,7 @@ class UsageWriter:
         self.db: Database | None = None
         self.gateway = gateway_id()
         self._queue: deque[RequestRecord] = deque()
-        self._retry: list[tuple[Any, ...]] = []
+        self._retry: list[Sequence[Any]] = []
         self._wake = asyncio.Event()
         self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -145,7 +146,7 @@ class UsageWriter:
                 rows.append(row(self._queue.popleft(), self.gateway))
             self._retry = rows
             try:
-                await self.db.executemany(INSERT, rows)
+                await self.db.insert("usage", COLUMNS, rows)
             except DatabaseError as exc:
                 self.failures += 1
                 if self.error is None:
