@@ -5,10 +5,12 @@ Values of fields named like credentials are masked before rendering, whoever log
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
@@ -32,6 +34,40 @@ def _dumps(obj: Any, **_: Any) -> bytes:
     return orjson.dumps(obj, default=str)
 
 
+class CoalescedOutput:
+    """A binary stream whose flushes, while an event loop runs, happen once per loop turn.
+
+    structlog flushes after every line; under load that is one ``write`` system call per
+    request. Here a flush asked for on the event loop is deferred to the end of the current
+    turn (``call_soon``), so the lines of all requests that ended in that turn go out in one
+    call, with no added delay. Off the loop (start-up, shutdown, threads) it flushes at once.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self._pending = False
+
+    def write(self, data: bytes) -> int:
+        """Buffer a line."""
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        """Flush now, or at the end of this loop turn when called on a running loop."""
+        if self._pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.raw.flush()
+            return
+        self._pending = True
+        loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._pending = False
+        self.raw.flush()
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Configure structlog and the standard library's logging once, at start.
 
@@ -45,7 +81,9 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     factory: Any
     if as_json:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
-        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+        output = CoalescedOutput(sys.stderr.buffer)
+        atexit.register(output.raw.flush)
+        factory = structlog.BytesLoggerFactory(file=output)  # type: ignore[arg-type]
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         factory = structlog.PrintLoggerFactory(file=sys.stderr)
