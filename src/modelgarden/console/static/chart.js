@@ -27,6 +27,7 @@ function clock(t) {
 }
 
 function format(value) {
+  if (Number.isInteger(value)) return String(value);
   if (value >= 100) return value.toFixed(0);
   if (value >= 10) return value.toFixed(1);
   return Number(value.toFixed(2)).toString();
