@@ -63,10 +63,30 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
+#: A remote backend that is never up: its breaker opens from the health probes alone.
+OFFLINE = """
+[[backends]]
+name = "offline"
+kind = "openai"
+urls = ["http://127.0.0.1:{port}/v1"]
+api_key_env = "CONSOLE_TEST_KEY"
+models = ["remote-model"]
+breaker_failures = 2
+breaker_cooldown = 60
+health_interval = "200ms"
+"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GardenServer]:
-    """The module's own gateway: these tests load, unload, copy, pull and delete models."""
-    started = start_server(tmp_path_factory.mktemp("console"))
+    """The module's own gateway: these tests load, unload, copy, pull and delete models.
+
+    Behind it: the local models and an OpenAI-style backend that cannot be reached.
+    """
+    root = tmp_path_factory.mktemp("console")
+    config = root / "garden.toml"
+    config.write_text(OFFLINE.format(port=free_port()))
+    started = start_server(root, GARDEN_CONFIG=str(config), CONSOLE_TEST_KEY="unused")
     yield started
     stop_and_check(started)
 
@@ -99,7 +119,8 @@ def client(server: GardenServer) -> ollama.Client:
 
 
 def installed(server: GardenServer) -> set[str]:
-    return {str(m.model) for m in client(server).list().models}
+    """The gateway's own models (the remote backend's are left out)."""
+    return {str(m.model) for m in client(server).list().models} - {"remote-model:latest"}
 
 
 def loaded(server: GardenServer) -> list[ollama.ProcessResponse.Model]:
@@ -178,6 +199,11 @@ def test_models_page_shows_the_default_model_with_its_facts(
     expect(smol.locator("[data-field=memory]")).to_have_text(human(row["memory"]))
     expect(smol.locator(".caps")).to_contain_text("completion")
     expect(page.locator("#memory")).to_contain_text("Memory for models")
+    # A remote model: what the gateway cannot know is not guessed.
+    remote = card(page, "installed", "remote-model:latest")
+    expect(remote.locator("[data-field=backend]")).to_have_text("offline")
+    expect(remote.locator("[data-field=memory]")).to_have_text("–")
+    expect(remote.get_by_role("button")).to_have_count(0)  # not ours to load, copy or delete
     shot(page, "models")
 
 
@@ -401,6 +427,10 @@ def test_charts_draw_real_traffic(page: Page, server: GardenServer) -> None:
     expect(page.locator("#chart-latency circle.point")).to_have_count(2 * len(smol["points"]))
     local = page.locator('#backends .card[data-name="local"]')
     expect(local.locator(".badge").first).to_have_text("up")
+    offline = page.locator('#backends .card[data-name="offline"]')
+    expect(offline.locator(".badge").first).to_have_text("down", timeout=15_000)
+    expect(offline.locator(".replica")).to_contain_text("breaker open")
+    expect(offline.locator(".replica")).to_contain_text("unhealthy")
     shot(page, "charts")
 
 

@@ -34,6 +34,7 @@ function askKey(reason) {
   const input = document.getElementById("key-input");
   document.getElementById("key-reason").textContent = reason || "";
   input.value = "";
+  dialog.returnValue = ""; // Escape closes without setting it
   asking = new Promise((resolve, reject) => {
     dialog.addEventListener(
       "close",
