@@ -6,8 +6,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1:11434
+# The console's browser tests drive Debian's Chromium through Playwright (Playwright's own
+# browser download needs the internet).
+CHROMIUM ?= /usr/bin/chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test serve test lint typecheck unit bench clean
+.PHONY: install install-test serve test lint typecheck unit bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +27,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
+
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(CHROMIUM)
 
 ## serve: install, then serve the default model (smollm2:135m) on $(HOST)
 serve: install
@@ -44,6 +52,10 @@ test: lint typecheck
 
 unit: install-test
 	$(BIN)/python -m pytest -q tests/unit
+
+## screenshots: refresh the console's screenshots in docs/console/
+screenshots: install-test
+	GARDEN_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/integration/test_console.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from modelgarden import __version__
 from modelgarden.config import Settings
-from modelgarden.lifecycle.memory import estimate, human_bytes
+from modelgarden.lifecycle.memory import default_need, human_bytes
 from modelgarden.recommend import memory_for_models, recommend
 from modelgarden.resources import machine
 from modelgarden.store.gguf import GGUFError
@@ -46,8 +46,7 @@ def _models(store: ModelStore, settings: Settings, room: int) -> list[dict[str, 
         except (GGUFError, OSError) as exc:
             rows.append({**row, "need": None, "fits": False, "problem": str(exc)})
             continue
-        ctx = min(settings.context_length, info.context_length or settings.context_length)
-        need = estimate(info, model.size, ctx).total(settings.num_parallel)
+        ctx, need = default_need(info, model.size, settings.context_length, settings.num_parallel)
         rows.append({**row, "context_length": ctx, "need": need, "fits": need <= room})
     return rows
 

@@ -98,13 +98,18 @@ class Gateway:
 
     async def list_models(self) -> list[ListModel]:
         """The union of every backend's models, each name once (first backend wins)."""
+        return [entry for _, entry in await self.catalogue()]
+
+    async def catalogue(self) -> list[tuple[Backend, ListModel]]:
+        """Every backend's models with the backend serving each, each name once."""
         seen: set[str] = set()
-        out: list[ListModel] = []
-        for models in await asyncio.gather(*(b.list_models() for b in self.backends)):
+        out: list[tuple[Backend, ListModel]] = []
+        lists = await asyncio.gather(*(b.list_models() for b in self.backends))
+        for backend, models in zip(self.backends, lists, strict=True):
             for entry in models:
                 if entry.name not in seen:
                     seen.add(entry.name)
-                    out.append(entry)
+                    out.append((backend, entry))
         return out
 
     async def show(self, model: str, verbose: bool = False) -> ShowResponse:

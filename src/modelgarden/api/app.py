@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from modelgarden import __version__
+from modelgarden import __version__, console
 from modelgarden.api import deploy, observe, passthrough, status
 from modelgarden.api import keys as key_routes
 from modelgarden.api.errors import ollama_error, openai_error, unexpected
@@ -183,5 +183,6 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     app.include_router(observe.router)
     app.include_router(deploy.router)
     app.include_router(key_routes.router)
+    console.mount(app)
     install_schemas(app)
     return FastPath(app, HOT_ROUTES, settings, keys)

@@ -68,6 +68,15 @@ def estimate(info: GGUFInfo, weights: int, num_ctx: int, num_batch: int = 512) -
     return MemoryEstimate(weights=weights, kv_cache=kv, compute=compute)
 
 
+def default_need(
+    info: GGUFInfo, weights: int, context_length: int, runners: int
+) -> tuple[int, int]:
+    """The context a model starts with by default (``context_length``, capped at what it was
+    trained for) and its memory need then with ``runners`` runner processes."""
+    ctx = min(context_length, info.context_length or context_length)
+    return ctx, estimate(info, weights, ctx).total(runners)
+
+
 def human_bytes(n: float) -> str:
     """``5.6 GiB``, as Ollama's error messages write sizes."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

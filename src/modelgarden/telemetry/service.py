@@ -1,9 +1,10 @@
 """The telemetry of one gateway: metrics, the request log line, and usage records.
 
 :class:`Telemetry` hands each inference request a :class:`Meter` and consumes the
-:class:`RequestRecord` it becomes, once: one observation in the metrics, one log line,
-one entry in the usage queue. It also owns the database connection the usage writer uses
-(opened at start, re-tried in the background while it cannot be reached).
+:class:`RequestRecord` it becomes, once: one observation in the metrics and in the
+console's per-minute series, one log line, one entry in the usage queue. It also owns the
+database connection the usage writer uses (opened at start, re-tried in the background
+while it cannot be reached).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from modelgarden.db import Database, DatabaseError, connect, redact
 from modelgarden.gateway import Gateway
 from modelgarden.telemetry.metrics import Metrics, state_metrics
 from modelgarden.telemetry.record import Meter, RequestRecord, request_id_of
+from modelgarden.telemetry.series import Series
 from modelgarden.telemetry.state import describe
 from modelgarden.telemetry.usage import UsageWriter
 
@@ -35,7 +37,8 @@ METER_KEY = "garden.meter"
 
 
 class Telemetry:
-    """Owns the metrics registry, the per-request log line and the usage writer."""
+    """Owns the metrics registry, the chart series, the per-request log line and the usage
+    writer."""
 
     def __init__(self, settings: Settings, gateway: Gateway) -> None:
         self.settings = settings
@@ -43,6 +46,8 @@ class Telemetry:
         self.log_prompts = settings.log_prompts
         self.usage = UsageWriter()
         self.metrics = Metrics(self._state)
+        #: The last hour per minute and model, for the console's charts.
+        self.series = Series()
         self.db: Database | None = None
         #: Why the database cannot be used now (``None`` when it can).
         self.db_error: str | None = "not connected yet"
@@ -99,8 +104,9 @@ class Telemetry:
         return meter
 
     def record(self, r: RequestRecord) -> None:
-        """Consume a finished request: metrics, one log line, one usage record."""
+        """Consume a finished request: metrics, chart series, one log line, one usage record."""
         self.metrics.observe(r)
+        self.series.observe(r)
         fields: dict[str, Any] = {
             "request_id": r.request_id,
             "api": r.api,
