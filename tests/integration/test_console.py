@@ -451,3 +451,43 @@ def test_every_page_fits_a_phone(browser: Browser, server: GardenServer) -> None
             shot(phone, f"phone-{name}")
     finally:
         context.close()
+
+
+# -- with API keys on ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GardenServer, str]]:
+    """A gateway with keys: the console must ask for one, once, and keep it for the tab."""
+    from tests.integration.test_auth import make_key
+
+    started = start_server(tmp_path_factory.mktemp("console-keys"))
+    admin = make_key(started, "--name", "console", "--scope", "admin")
+    yield started, admin
+    stop_and_check(started)
+
+
+def test_the_console_asks_for_a_key_once_and_keeps_it(
+    page: Page, keyed_server: tuple[GardenServer, str]
+) -> None:
+    server, key = keyed_server
+    assert httpx.get(server.url + "/ui/").status_code == 200  # the page itself is public
+    assert httpx.get(server.url + "/garden/models").status_code == 401  # its data is not
+    page.goto(server.url + "/ui/#models")
+    dialog = page.locator("#key-dialog")
+    expect(dialog).to_be_visible()
+    page.locator("#key-input").fill("mg-wrong")
+    page.locator("#key-ok").click()
+    expect(dialog).to_be_visible()  # a refused key is asked for again
+    page.locator("#key-input").fill(key)
+    page.locator("#key-ok").click()
+    expect(dialog).to_be_hidden()
+    expect(card(page, "installed", DEFAULT_MODEL)).to_be_visible()
+    assert page.evaluate("Object.values(sessionStorage)") == [key]
+    page.reload()  # the same tab keeps its key: no second prompt
+    expect(card(page, "installed", DEFAULT_MODEL)).to_be_visible()
+    expect(dialog).to_be_hidden()
+    fresh = page.context.browser.new_context(viewport=DESKTOP).new_page()  # type: ignore[union-attr]
+    fresh.goto(server.url + "/ui/#models")
+    expect(fresh.locator("#key-dialog")).to_be_visible()  # another session asks again
+    fresh.context.close()

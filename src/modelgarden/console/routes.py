@@ -28,6 +28,7 @@ from modelgarden.gateway import Gateway
 from modelgarden.lifecycle.memory import default_need
 from modelgarden.recommend import memory_for_models
 from modelgarden.resources import machine
+from modelgarden.security.auth import key_of
 from modelgarden.store.gguf import GGUFError
 from modelgarden.store.store import ModelStore
 from modelgarden.telemetry import Telemetry
@@ -78,7 +79,8 @@ async def models(request: Request) -> Response:
     """Installed models across backends, with capabilities and estimated memory where known."""
     gateway: Gateway = request.app.state.gateway
     settings: Settings = request.app.state.settings
-    catalogue = await gateway.catalogue()
+    key = key_of(request.scope)
+    catalogue = [(b, e) for b, e in await gateway.catalogue() if key is None or key.allows(e.name)]
     local = [entry.name for backend, entry in catalogue if backend is gateway.local]
     facts, room = await asyncio.gather(
         asyncio.to_thread(_local_facts, gateway.local.store, local, settings),

@@ -6,7 +6,8 @@ Routes fall in three classes (:func:`required`):
   the API documentation; they show no model, prompt or key;
 - **user**: inference (``/api/generate``, ``/api/chat``, ``/api/embed``, ``/api/embeddings``,
   the ``/v1`` completions and embeddings, ``/query``) and listing (``/api/tags``,
-  ``/api/show``, ``/api/ps``, ``/v1/models``), on the models the key's globs allow;
+  ``/api/show``, ``/api/ps``, ``/v1/models``, the console's ``/garden/models``), on the
+  models the key's globs allow;
 - **admin**: everything else — pull, push, create, copy, delete, blobs, deploy, undeploy,
   status, metrics, usage, backends, passthrough to upstreams, and key management.
   A route not listed is admin-only, so a new route is never open by mistake.
@@ -47,7 +48,7 @@ INFERENCE = frozenset(
         "/query",
     }
 )
-USER_READS = frozenset({"/api/tags", "/api/ps", "/v1/models"})
+USER_READS = frozenset({"/api/tags", "/api/ps", "/v1/models", "/garden/models"})
 USER_PREFIXES = ("/v1/models/",)
 
 
