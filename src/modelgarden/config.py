@@ -75,13 +75,16 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 def parse_bytes(value: Any) -> int:
     """A size in bytes from ``12GiB``, ``512MB``, ``1.5g`` or a plain number."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?)b?\s*", str(value).lower())
-    if not match:
+        size = float(value)
+    else:
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(i?)b?\s*", str(value).lower())
+        if not match:
+            raise ValueError(f"expected a size such as 512MiB or 12GB, got {value!r}")
+        number, unit, binary = match.groups()
+        size = float(number) * (1024 ** "bkmgt".index(unit or "b") if binary else _UNITS[unit])
+    if not 0 <= size < 2**63:  # also refuses infinity and NaN
         raise ValueError(f"expected a size such as 512MiB or 12GB, got {value!r}")
-    number, unit, binary = match.groups()
-    scale = 1024 ** "bkmgt".index(unit or "b") if binary else _UNITS[unit]
-    return int(float(number) * scale)
+    return int(size)
 
 
 class Settings(BaseSettings):
