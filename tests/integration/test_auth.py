@@ -237,6 +237,23 @@ def test_concurrent_requests_per_key(keyed: Keys) -> None:
     )
 
 
+def test_concurrency_is_released_across_a_key_reload(keyed: Keys) -> None:
+    """Keys are re-read while a request is in flight: its slot must still come back."""
+    limited = make_key(
+        keyed.server, "--name", "reloaded", "--max-concurrent", "1", admin=keyed.admin
+    )
+    long = {"model": DEFAULT_MODEL, "prompt": COUNTING, "raw": True, "options": LONG}
+    headers = {"authorization": f"Bearer {limited}"}
+    with httpx.stream(
+        "POST", keyed.server.url + "/api/generate", json=long, headers=headers, timeout=60
+    ) as first:
+        lines = first.iter_lines()
+        next(lines)
+        make_key(keyed.server, "--name", "meanwhile", admin=keyed.admin)  # reloads the keys
+    quick = {"model": DEFAULT_MODEL, "prompt": "1,", "raw": True, "stream": False, "options": QUIET}
+    assert post(keyed, "/api/generate", quick, limited).status_code == 200
+
+
 def test_key_management_errors_are_clear(keyed: Keys) -> None:
     bad = post(keyed, "/garden/keys", {"name": "x", "scope": "root"}, keyed.admin)
     assert bad.status_code == 400 and "scope" in bad.json()["error"]

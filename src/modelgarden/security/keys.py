@@ -108,6 +108,16 @@ class Key:
         self.requests = Bucket(self.rpm) if self.rpm else None
         self.tokens = Bucket(self.tpm) if self.tpm else None
 
+    def update(self, fresh: Key) -> None:
+        """Take a newer read of the same key; live counts stay, buckets follow new limits."""
+        self.name, self.scope, self.models = fresh.name, fresh.scope, fresh.models
+        self.expires_at, self.revoked_at = fresh.expires_at, fresh.revoked_at
+        self.max_concurrent = fresh.max_concurrent
+        if fresh.rpm != self.rpm:
+            self.rpm, self.requests = fresh.rpm, fresh.requests
+        if fresh.tpm != self.tpm:
+            self.tpm, self.tokens = fresh.tpm, fresh.tokens
+
     @property
     def usable(self) -> bool:
         """Neither revoked nor expired."""
@@ -127,12 +137,11 @@ class Key:
                 f"too many concurrent requests for this key (limit {self.max_concurrent})",
                 retry_after=1.0,
             )
-        waits = []
-        if self.requests is not None:
-            waits.append(("requests per minute", self.rpm, self.requests.wait()))
-        if self.tokens is not None:
-            waits.append(("tokens per minute", self.tpm, self.tokens.wait()))
-        for what, limit, wait in waits:
+        for bucket, limit, what in (
+            (self.requests, self.rpm, "requests per minute"),
+            (self.tokens, self.tpm, "tokens per minute"),
+        ):
+            wait = bucket.wait() if bucket is not None else 0.0
             if wait > 0:
                 raise RateLimited(
                     f"rate limit exceeded: {limit} {what} for this key", retry_after=math.ceil(wait)
@@ -221,15 +230,17 @@ class KeyRing:
                 log.warning("api keys not refreshed", error=str(exc))
 
     async def reload(self) -> None:
-        """Read every key; limits already counted for a key carry over."""
+        """Read every key. A key already known is updated in place, so requests in flight
+        that hold it release their counts on the same object."""
         assert self.db is not None
         rows = await self.db.fetch(f"SELECT {COLUMNS} FROM api_keys")
         by_hash: dict[str, Key] = {}
         for row in rows:
             hashed, key = _key(row)
             old = self._by_id.get(key.id)
-            if old is not None:  # keep the live counters
-                key.active, key.requests, key.tokens = old.active, old.requests, old.tokens
+            if old is not None:
+                old.update(key)
+                key = old
             by_hash[hashed] = key
         self._by_hash = by_hash
         self._by_id = {k.id: k for k in by_hash.values()}
