@@ -310,10 +310,11 @@ urls = ["http://127.0.0.1:{port}/v1"]
         proc.wait()
 
 
-def test_breaker_opens_while_down_and_recovers(
-    make_garden: Callable[..., GardenServer], tmp_path: Path
-) -> None:
-    port = free_port()
+def down_backend(
+    make_garden: Callable[..., GardenServer], tmp_path: Path, port: int, settings: str
+) -> GardenServer:
+    """A gateway whose only backend is an OpenRouter-style upstream on a port nobody serves
+    (yet): the stand-in may be started there later."""
     toml = f"""
 default_model = ""
 [[backends]]
@@ -322,11 +323,18 @@ kind = "openai"
 urls = ["http://127.0.0.1:{port}/api/v1"]
 api_key_env = "TEST_OPENROUTER_KEY"
 models = ["meta-llama/llama-3.1-8b-instruct"]
-retries = 0
-breaker_failures = 1
-breaker_cooldown = 1
+{settings}
 """
-    server = make_garden(GARDEN_CONFIG=config(tmp_path, toml), TEST_OPENROUTER_KEY=KEY)
+    return make_garden(GARDEN_CONFIG=config(tmp_path, toml), TEST_OPENROUTER_KEY=KEY)
+
+
+def test_breaker_opens_while_down_and_recovers(
+    make_garden: Callable[..., GardenServer], tmp_path: Path
+) -> None:
+    port = free_port()
+    server = down_backend(
+        make_garden, tmp_path, port, "retries = 0\nbreaker_failures = 1\nbreaker_cooldown = 1"
+    )
     body = {
         "model": "meta-llama/llama-3.1-8b-instruct",
         "messages": [{"role": "user", "content": "hi"}],
@@ -352,19 +360,8 @@ def test_health_checks_open_and_close_the_breaker_without_client_traffic(
     make_garden: Callable[..., GardenServer], tmp_path: Path
 ) -> None:
     port = free_port()
-    toml = f"""
-default_model = ""
-[[backends]]
-name = "probed"
-kind = "openai"
-urls = ["http://127.0.0.1:{port}/api/v1"]
-api_key_env = "TEST_OPENROUTER_KEY"
-models = ["meta-llama/llama-3.1-8b-instruct"]
-breaker_failures = 2
-breaker_cooldown = 60
-health_interval = "200ms"
-"""
-    server = make_garden(GARDEN_CONFIG=config(tmp_path, toml), TEST_OPENROUTER_KEY=KEY)
+    probed = 'breaker_failures = 2\nbreaker_cooldown = 60\nhealth_interval = "200ms"'
+    server = down_backend(make_garden, tmp_path, port, probed)
 
     def replica() -> dict[str, Any]:
         state = httpx.get(server.url + "/garden/backends").json()["backends"][-1]

@@ -190,20 +190,22 @@ def _local_models(local: LocalBackend) -> list[dict[str, Any]]:
     models = []
     for loaded in local.scheduler.loaded():
         expires = loaded.expires_wall()
+        rss = [r.rss() for r in loaded.runners]
+        runners = [
+            {"pid": r.pid, "state": r.state.value, "port": r.port, "rss": m}
+            for r, m in zip(loaded.runners, rss, strict=True)
+        ]
         models.append(
             {
                 "name": loaded.name,
                 "backend": local.name,
                 "context_length": loaded.spec.num_ctx,
                 "memory_estimate": loaded.size,
-                "memory_rss": sum(r.rss() for r in loaded.runners),
+                "memory_rss": sum(rss),
                 "active": loaded.active,
                 "keep_alive": None if math.isinf(loaded.keep_alive) else loaded.keep_alive,
                 "expires_at": None if math.isinf(expires) else expires,
-                "runners": [
-                    {"pid": r.pid, "state": r.state.value, "port": r.port, "rss": r.rss()}
-                    for r in loaded.runners
-                ],
+                "runners": runners,
             }
         )
     return models
