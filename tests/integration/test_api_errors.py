@@ -191,3 +191,12 @@ def test_streamed_answer_is_ndjson_without_blank_lines(garden: GardenServer) -> 
     assert raw.endswith(b"\n")
     lines = raw.split(b"\n")[:-1]
     assert lines and all(line.startswith(b"{") and line.endswith(b"}") for line in lines)
+
+
+def test_bad_query_parameters_are_one_line_errors(garden: GardenServer) -> None:
+    answer = httpx.get(garden.url + "/garden/series", params={"minutes": "abc"})
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": "invalid request: minutes: Input should be a valid integer, "
+        "unable to parse string as an integer"
+    }

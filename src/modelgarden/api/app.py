@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from modelgarden import __version__, console
 from modelgarden.api import deploy, observe, passthrough, status
 from modelgarden.api import keys as key_routes
+from modelgarden.api.body import describe_first
 from modelgarden.api.errors import ollama_error, openai_error, unexpected
 from modelgarden.api.guard import Guard
 from modelgarden.api.ollama import inference, models, transfer
@@ -70,7 +71,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
-    return _render(request, BadRequest(f"invalid request: {exc}"))
+    assert isinstance(exc, RequestValidationError)
+    message, param = describe_first(exc.errors())
+    return _render(request, BadRequest(message, param=param))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -29,8 +30,20 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 def describe(exc: ValidationError) -> tuple[str, str | None]:
     """A one-line message for the first validation error, and the parameter it names."""
-    err = exc.errors(include_url=False)[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    return describe_first(exc.errors(include_url=False))
+
+
+def describe_first(errors: Sequence[Any]) -> tuple[str, str | None]:
+    """The one-line message of :func:`describe` for pydantic-style error dicts (also what
+    FastAPI reports for bad query and path parameters)."""
+    if not errors:
+        return "invalid request", None
+    err = errors[0]
+    loc = ".".join(
+        str(p)
+        for p in err["loc"]
+        if not str(p).startswith("function-") and p not in ("query", "path", "body")
+    )
     msg = str(err["msg"]).removeprefix("Value error, ")
     return (f"invalid request: {loc}: {msg}" if loc else f"invalid request: {msg}"), loc or None
 
