@@ -14,7 +14,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelgarden.api.app import create_app
 from modelgarden.api.guard import is_loopback_bind
-from modelgarden.api.streaming import Drain
+from modelgarden.api.streaming import WATCHERS, ClientWatch, Drain
 from modelgarden.config import ConfigError, Settings
 from modelgarden.db import DatabaseError
 from modelgarden.gateway import Gateway
@@ -48,6 +48,8 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         log_level="warning",
+        # No client addresses are used; X-Forwarded-* parsing would only cost time.
+        proxy_headers=False,
         # uvicorn's own cancel is the last resort, after the drain has ended every answer.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace + LAST_RESORT),
         server_header=False,
@@ -93,6 +95,10 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
     a socket and a slot forever. Here a connection is closed once it has been inside a
     request (head or body) for ``read_timeout`` seconds without sending anything. The cost
     on the hot path is one float stored per read; one timer per connection checks it.
+
+    It also tells the requests in flight on a connection when it is lost (their
+    :class:`~modelgarden.api.streaming.ClientWatch`), so that noticing a client that leaves
+    costs no task per request.
     """
 
     read_timeout = 30.0
@@ -107,6 +113,8 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         self._reading = True
         self._last_read = self.loop.time()
         self._watch = self.loop.call_later(self.read_timeout, self._check)
+        #: The requests on this connection watching for it to go (``api/streaming.py``).
+        self._watchers: set[ClientWatch] = set()
 
     def data_received(self, data: bytes) -> None:
         self._last_read = self.loop.time()
@@ -115,6 +123,7 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._reading = True
         super().on_message_begin()
+        self.scope[WATCHERS] = self._watchers  # type: ignore[literal-required]
 
     def on_message_complete(self) -> None:
         self._reading = False
@@ -123,6 +132,8 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._watch.cancel()
         super().connection_lost(exc)
+        for watcher in list(self._watchers):
+            watcher.lost()
 
     def _check(self) -> None:
         if self.transport.is_closing():

@@ -81,7 +81,7 @@ async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
         body = incoming.body
         meter.prompt = body.get("messages") or body.get("prompt") or body.get("input")
     routes = await gateway.routes(incoming.model)
-    watch = ClientWatch(request.receive, request.app.state.drain)
+    watch = ClientWatch(request.receive, request.app.state.drain, request.scope)
     try:
         for position, route in enumerate(routes):
             meter.backend, meter.model = route.backend.name, route.model

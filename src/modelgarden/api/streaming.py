@@ -110,13 +110,31 @@ class Drain:
         return len(watches)
 
 
-class ClientWatch:
-    """Watches a request's ASGI receive channel for the client disconnecting, and lets a
-    :class:`Drain` end the request; either cancels the work the request is awaiting."""
+#: Scope key under which a server that tells its requests of a lost connection (our
+#: uvicorn protocol, ``server.py``) puts the connection's set of watchers to call.
+WATCHERS = "modelgarden.watchers"
 
-    def __init__(self, receive: Receive, drain: Drain | None = None) -> None:
-        self.future: asyncio.Future[None] = asyncio.ensure_future(self._wait(receive))
-        self.future.add_done_callback(self._on_disconnect)
+
+class ClientWatch:
+    """Watches a request's client for disconnecting, and lets a :class:`Drain` end the
+    request; either cancels the work the request is awaiting.
+
+    Under our own server protocol the connection calls :meth:`lost` when it goes (no task
+    per request); under any other ASGI server one task waits on ``receive`` for
+    ``http.disconnect``.
+    """
+
+    def __init__(
+        self, receive: Receive, drain: Drain | None = None, scope: Scope | None = None
+    ) -> None:
+        self._gone = False
+        self.watchers: set[ClientWatch] | None = None if scope is None else scope.get(WATCHERS)
+        self.future: asyncio.Future[None] | None = None
+        if self.watchers is not None:
+            self.watchers.add(self)
+        else:
+            self.future = asyncio.ensure_future(self._wait(receive))
+            self.future.add_done_callback(self._on_disconnect)
         #: The task to cancel when the client leaves or the server ends the request.
         self.target: asyncio.Task[object] | None = None
         #: Why the server ended this request (``None`` unless it did).
@@ -132,14 +150,20 @@ class ClientWatch:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    def _on_disconnect(self, _: asyncio.Future[None]) -> None:
-        if self.gone and self.target is not None:
+    def _on_disconnect(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled():
+            self.lost()
+
+    def lost(self) -> None:
+        """The client's connection is gone: stop what the request awaits."""
+        self._gone = True
+        if self.target is not None:
             self.target.cancel()
 
     @property
     def gone(self) -> bool:
         """Whether the client has disconnected."""
-        return self.future.done() and not self.future.cancelled()
+        return self._gone
 
     @property
     def interrupted(self) -> bool:
@@ -186,7 +210,10 @@ class ClientWatch:
     def stop(self) -> None:
         """Stop watching (the response is complete)."""
         self.target = None
-        self.future.cancel()
+        if self.future is not None:
+            self.future.cancel()
+        if self.watchers is not None:
+            self.watchers.discard(self)
         if self.drain is not None:
             self.drain.watches.discard(self)
 
