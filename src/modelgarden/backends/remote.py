@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 import structlog
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
 from modelgarden.backends.config import BackendConfig
@@ -72,6 +74,9 @@ class RemoteBackend:
         self._entries: dict[str, ListModel] = {}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: Built once: the upstream headers, and each endpoint's parsed URL per replica.
+        self._headers: CIMultiDictProxy[str] | None = None
+        self._urls: dict[tuple[str, Api, str], URL] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -219,6 +224,14 @@ class RemoteBackend:
             headers["authorization"] = f"Bearer {key}"
         return headers
 
+    def _inference_url(self, replica: Replica, api: Api, endpoint: str) -> URL:
+        """:meth:`url_for`, parsed once per replica and endpoint."""
+        key = (replica.url, api, endpoint)
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls[key] = URL(self.url_for(replica, api, endpoint))
+        return url
+
     def _order(self) -> list[Replica]:
         """Least outstanding requests first; replicas whose breaker is open go last."""
         return sorted(self.replicas, key=lambda r: (r.breaker.state == "open", r.outstanding))
@@ -226,7 +239,7 @@ class RemoteBackend:
     async def request(
         self,
         method: str,
-        url_of: Callable[[Replica], str],
+        url_of: Callable[[Replica], str | URL],
         body: bytes | None,
         headers: dict[str, str] | None = None,
     ) -> tuple[aiohttp.ClientResponse, Replica]:
@@ -261,10 +274,16 @@ class RemoteBackend:
         raise last
 
     async def _attempt(
-        self, method: str, url: str, body: bytes | None, headers: dict[str, str] | None
+        self, method: str, url: str | URL, body: bytes | None, headers: dict[str, str] | None
     ) -> aiohttp.ClientResponse:
         assert self._session is not None
-        merged = {**(headers or {}), **self.headers()} if headers is not None else self.headers()
+        merged: Mapping[str, str]
+        if headers is not None:
+            merged = {**headers, **self.headers()}
+        else:
+            if self._headers is None:
+                self._headers = CIMultiDictProxy(CIMultiDict(self.headers()))
+            merged = self._headers
         try:
             async with asyncio.timeout(self.config.timeouts.first_byte):
                 return await self._session.request(method, url, data=body, headers=merged)
@@ -295,7 +314,7 @@ class RemoteBackend:
         await self.limiter.acquire()
         try:
             response, replica = await self.request(
-                "POST", lambda r: self.url_for(r, request.api, request.endpoint), body
+                "POST", lambda r: self._inference_url(r, request.api, request.endpoint), body
             )
         except BaseException:
             self.limiter.release()

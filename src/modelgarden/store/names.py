@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import PurePosixPath
 
 from modelgarden.errors import InvalidModelName
@@ -20,6 +21,10 @@ DEFAULT_TAG = "latest"
 _PART = re.compile(r"[a-z0-9][a-z0-9_.-]{0,79}")
 _HOST = re.compile(r"[a-z0-9][a-z0-9_.-]{0,253}(:[0-9]{1,5})?")
 _TAG = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,127}")
+#: Names already parsed (every request's model is parsed several times on the way to its
+#: backend); bounded, cleared when full.
+_PARSED: dict[str, ModelName] = {}
+_PARSED_MAX = 4096
 
 
 @dataclass(frozen=True, order=True)
@@ -34,6 +39,17 @@ class ModelName:
     @classmethod
     def parse(cls, text: str) -> ModelName:
         """Parse and validate; raises :class:`InvalidModelName` with the reason."""
+        known = _PARSED.get(text)
+        if known is not None and type(known) is cls:
+            return known
+        name = cls._parse(text)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = name
+        return name
+
+    @classmethod
+    def _parse(cls, text: str) -> ModelName:
         raw = text.strip().lower()
         if not raw:
             raise InvalidModelName("model is required")
@@ -66,13 +82,18 @@ class ModelName:
         return cls(host, namespace, model, tag)
 
     def __str__(self) -> str:
+        return self.display
+
+    @cached_property
+    def display(self) -> str:
+        """The short display form (``smollm2:latest``, ``namespace/model:tag``)."""
         if self.host == DEFAULT_HOST and self.namespace == DEFAULT_NAMESPACE:
             return f"{self.model}:{self.tag}"
         if self.host == DEFAULT_HOST:
             return f"{self.namespace}/{self.model}:{self.tag}"
         return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
 
-    @property
+    @cached_property
     def full(self) -> str:
         """The fully qualified name, ``host/namespace/model:tag``."""
         return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
