@@ -119,18 +119,29 @@ def main() -> None:
     default=None,
     help="Listen beyond loopback even with no API key (anyone may use and manage every model).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Processes sharing the port (default 1; env GARDEN_WORKERS): more relay remote "
+    "backends' requests on more cores.",
+)
 @handles_errors
 def serve(
-    host: str | None, models_dir: Path | None, config_file: Path | None, insecure: bool | None
+    host: str | None,
+    models_dir: Path | None,
+    config_file: Path | None,
+    insecure: bool | None,
+    workers: int | None,
 ) -> None:
     """Start the gateway (serves the default model smollm2:135m out of the box)."""
     from modelgarden.config import find_config_file, load_settings
     from modelgarden.server import serve as run_server
 
+    found = find_config_file(config_file)
     settings = load_settings(
-        find_config_file(config_file), host=host, models_dir=models_dir, insecure=insecure
+        found, host=host, models_dir=models_dir, insecure=insecure, workers=workers
     )
-    run_server(settings)
+    run_server(settings, found)
 
 
 @main.command()

@@ -199,6 +199,14 @@ class Settings(BaseSettings):
         description="Seconds a stopping gateway lets answers in flight finish before it ends "
         "them with an error record.",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        validation_alias=_env("GARDEN_WORKERS"),
+        description="Gateway processes sharing the port: the primary (store, runners, metrics) "
+        "and N-1 relay workers for remote backends' inference (see workers.py).",
+    )
     log_level: str = Field(default="info", validation_alias=_env("GARDEN_LOG_LEVEL"))
     log_prompts: bool = Field(
         default=False,

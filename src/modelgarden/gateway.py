@@ -33,7 +33,7 @@ class Route:
     model: str
 
 
-def build_backends(settings: Settings, local: LocalBackend) -> list[Backend]:
+def build_backends(settings: Settings, local: Backend) -> list[Backend]:
     """The configured backends in order; ``local`` first unless a table places it."""
     backends: list[Backend] = []
     configs: list[BackendConfig] = list(settings.backends)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import math
+import os
 import socket
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -13,6 +15,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelgarden.api.app import create_app
+from modelgarden.api.forward import WorkerGateway, WorkerLink
 from modelgarden.api.guard import is_loopback_bind
 from modelgarden.api.streaming import WATCHERS, ClientWatch, Drain
 from modelgarden.config import ConfigError, Settings
@@ -20,25 +23,46 @@ from modelgarden.db import DatabaseError
 from modelgarden.gateway import Gateway
 from modelgarden.security.keys import count_keys
 from modelgarden.telemetry.logging import configure_logging
+from modelgarden.workers import ENV_PRIMARY, ENV_RECORDS_FD, Workers, listen_socket, worker_socket
 
 log = structlog.get_logger(__name__)
 #: Seconds after the grace period before uvicorn cancels whatever is still running.
 LAST_RESORT = 5.0
 
 
-def serve(settings: Settings) -> None:
-    """Serve until interrupted; every runner process is stopped on the way out."""
+def serve(settings: Settings, config_file: Path | None = None) -> None:
+    """Serve until interrupted; every runner process is stopped on the way out.
+
+    With ``settings.workers`` above 1 this process is the primary and starts the relay
+    workers; a process started by a primary (its environment says so) is a relay worker.
+    """
     configure_logging(settings.log_level)
     check_exposure(settings)
-    gateway = Gateway(settings)
-    app = create_app(settings, gateway)
-    atexit.register(gateway.local.scheduler.kill_all)
     host, port = settings.bind
-    log.info(
-        "modelgarden listening",
-        address=f"http://{host}:{port}",
-        models=str(settings.models_dir),
-    )
+    workers: Workers | None = None
+    if primary := os.environ.get(ENV_PRIMARY):
+        link = WorkerLink(primary, int(os.environ[ENV_RECORDS_FD]))
+        app = create_app(settings, WorkerGateway(settings), worker=link)
+        sockets = [worker_socket(host, port)]
+    else:
+        gateway = Gateway(settings)
+        app = create_app(settings, gateway)
+        atexit.register(gateway.local.scheduler.kill_all)
+        shared = settings.workers > 1
+        sockets = [listen_socket(host, port, shared=shared)]
+        if shared:
+            private = listen_socket("127.0.0.1", 0, shared=False)
+            sockets.append(private)
+            url = f"http://127.0.0.1:{private.getsockname()[1]}"
+            account = app.state.telemetry.account
+            workers = Workers(settings, settings.workers, url, account, config_file)
+            app.state.workers = workers
+        log.info(
+            "modelgarden listening",
+            address=f"http://{host}:{port}",
+            models=str(settings.models_dir),
+            workers=settings.workers,
+        )
     config = uvicorn.Config(
         app,
         host=host,
@@ -54,7 +78,7 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace + LAST_RESORT),
         server_header=False,
     )
-    _Server(config, app.state.drain, settings.shutdown_grace).run()
+    _Server(config, app.state.drain, settings.shutdown_grace, workers).run(sockets=sockets)
 
 
 def check_exposure(settings: Settings) -> None:
@@ -158,14 +182,19 @@ class _Server(uvicorn.Server):
     which ends the process with -15; a service manager should see a clean exit).
     """
 
-    def __init__(self, config: uvicorn.Config, drain: Drain, grace: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, drain: Drain, grace: float, workers: Workers | None = None
+    ) -> None:
         super().__init__(config)
         self.drain = drain
         self.grace = grace
+        self.workers = workers
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+        if self.workers is not None:  # they drain alongside this process
+            self.workers.signal_stop()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         log.info("shutting down", grace_s=self.grace, in_flight=len(self.drain.watches))

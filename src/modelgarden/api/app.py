@@ -23,6 +23,7 @@ from modelgarden.api import deploy, observe, passthrough, status
 from modelgarden.api import keys as key_routes
 from modelgarden.api.body import describe_first
 from modelgarden.api.errors import ollama_error, openai_error, unexpected
+from modelgarden.api.forward import Forwarder, ForwardToPrimary, WorkerLink, replay
 from modelgarden.api.guard import Guard
 from modelgarden.api.ollama import inference, models, transfer
 from modelgarden.api.openai import routes as openai_routes
@@ -35,6 +36,10 @@ from modelgarden.security.auth import Auth
 from modelgarden.security.keys import KeyRing
 from modelgarden.telemetry import Telemetry
 from modelgarden.telemetry.service import METER_KEY, START_KEY
+from modelgarden.workers import Workers
+
+#: Seconds beyond the grace period that stopping workers get before they are killed.
+WORKER_STOP_SLACK = 10.0
 
 
 def _render(request: Request, exc: GardenError) -> Response:
@@ -93,11 +98,18 @@ class FastPath:
     """
 
     def __init__(
-        self, full: FastAPI, hot: dict[str, Endpoint], settings: Settings, keys: KeyRing
+        self,
+        full: FastAPI,
+        hot: dict[str, Endpoint],
+        settings: Settings,
+        keys: KeyRing,
+        forward: Forwarder | None = None,
     ) -> None:
         self.full = full
         self.hot = hot
         self.keys = keys
+        #: In a relay worker: where every request it does not answer itself goes.
+        self.forward = forward
         self.guard = Guard(
             Auth(self._route, keys),
             bind_host=settings.bind[0],
@@ -120,13 +132,20 @@ class FastPath:
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.hot.get(scope["path"]) if scope["type"] == "http" else None
         if endpoint is None or scope["method"] != "POST":
-            await self.full(scope, receive, send)
+            if self.forward is not None and scope["type"] == "http":
+                await self.forward(scope, receive, send)
+            else:
+                await self.full(scope, receive, send)
             return
         scope[START_KEY] = time.perf_counter_ns()  # the request's meter starts here
         scope["app"] = self.full
         request = Request(scope, receive, send)
         try:
             response = await endpoint(request)
+        except ForwardToPrimary:  # a relay worker's request for the primary's runners
+            assert self.forward is not None
+            await self.forward(scope, replay(await request.body(), receive), send)
+            return
         except GardenError as exc:
             response = _render(request, exc)
         except Exception as exc:  # a bug: a 500 in the API's shape, the traceback logged
@@ -144,18 +163,27 @@ HOT_ROUTES: dict[str, Endpoint] = {
 }
 
 
-def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
-    """Build the gateway's ASGI app."""
+def create_app(
+    settings: Settings, gateway: Gateway | None = None, worker: WorkerLink | None = None
+) -> FastPath:
+    """Build the gateway's ASGI app (``worker``: a relay worker's, see ``workers.py``)."""
     gw = gateway or Gateway(settings)
     telemetry = Telemetry(settings, gw)
     keys = KeyRing()
     telemetry.hooks.append(keys.spend_record)
+    if worker is not None:
+        telemetry.ship = worker.shipper.put
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gw.start()
         await telemetry.start()
         await keys.attach(telemetry)
+        workers: Workers | None = app.state.workers
+        if worker is not None:
+            await worker.start()
+        if workers is not None:
+            await workers.start()
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way (full collections otherwise dominate tail latency under load).
         gc.collect()
@@ -163,6 +191,10 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
         try:
             yield
         finally:
+            if workers is not None:  # first: their last records are accounted for here
+                await workers.stop(settings.shutdown_grace + WORKER_STOP_SLACK)
+            if worker is not None:
+                await worker.close()
             await gw.close()
             await keys.close()
             await telemetry.close()
@@ -180,6 +212,8 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     app.state.telemetry = telemetry
     app.state.keys = keys
     app.state.drain = Drain()
+    #: The primary's relay workers (set by the server when it starts some).
+    app.state.workers = None
     app.add_exception_handler(GardenError, _garden_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -195,4 +229,5 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
     app.include_router(key_routes.router)
     console.mount(app)
     install_schemas(app)
-    return FastPath(app, HOT_ROUTES, settings, keys)
+    forward = worker.forwarder if worker is not None else None
+    return FastPath(app, HOT_ROUTES, settings, keys, forward)

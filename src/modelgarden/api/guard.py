@@ -98,6 +98,8 @@ class Guard:
         self.own_names = _own_names()
         self.origins = origin_pattern([*DEFAULT_ORIGINS, *origins])
         self.max_body = max_body
+        #: Host headers already judged (a client sends the same one every time).
+        self._hosts: dict[bytes, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,7 +114,7 @@ class Guard:
                 origin = value
             elif name == b"content-length":
                 length = int(value) if value.isdigit() else -1
-        if self.check_host and not allowed_host(host.decode("latin-1"), self.own_names):
+        if self.check_host and not self._host_ok(host):
             await send_error(scope, receive, send, Forbidden("host not allowed"))
             return
         if length > self.max_body and not scope["path"].startswith(UNLIMITED_PREFIXES):
@@ -124,6 +126,15 @@ class Guard:
             await self._cross_origin(scope, receive, send, origin.decode("latin-1"), host)
             return
         await self.app(scope, receive, send)
+
+    def _host_ok(self, host: bytes) -> bool:
+        ok = self._hosts.get(host)
+        if ok is None:
+            ok = allowed_host(host.decode("latin-1"), self.own_names)
+            if len(self._hosts) >= 1024:
+                self._hosts.clear()
+            self._hosts[host] = ok
+        return ok
 
     def _too_large(self) -> GardenError:
         return PayloadTooLarge(f"request body is larger than the limit of {self.max_body} bytes")

@@ -41,12 +41,15 @@ _BY_STATUS: dict[int, type[GardenError]] = {
 
 
 def new_session(*, connect_timeout: float = 10.0) -> aiohttp.ClientSession:
-    """A client session tuned for relaying: pooled keep-alive, no body decoding."""
+    """A client session tuned for relaying: pooled keep-alive, no body decoding, no cookie
+    jar (an upstream's cookies are never kept, so one client's never reach another's
+    requests; and no jar is consulted per request)."""
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
+        cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
     )

@@ -56,6 +56,9 @@ class Telemetry:
         self.connected = asyncio.Event()
         #: Further consumers of each finished request's record (API key token limits).
         self.hooks: list[Callable[[RequestRecord], None]] = []
+        #: In a relay worker: where records go instead of this process's metrics, series
+        #: and usage queue (the primary accounts for them; :mod:`modelgarden.workers`).
+        self.ship: Callable[[RequestRecord], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -103,10 +106,20 @@ class Telemetry:
             meter = scope[METER_KEY] = Meter(self, request_id_of(scope["headers"]), start)
         return meter
 
-    def record(self, r: RequestRecord) -> None:
-        """Consume a finished request: metrics, chart series, one log line, one usage record."""
+    def account(self, r: RequestRecord) -> None:
+        """Count a finished request (this process's or a relay worker's): metrics, chart
+        series, one usage record."""
         self.metrics.observe(r)
         self.series.observe(r)
+        self.usage.put(r)
+
+    def record(self, r: RequestRecord) -> None:
+        """Consume a finished request: :meth:`account` for it (or ship it to the primary),
+        one log line, the hooks."""
+        if self.ship is None:
+            self.account(r)
+        else:
+            self.ship(r)
         fields: dict[str, Any] = {
             "request_id": r.request_id,
             "api": r.api,
@@ -129,7 +142,6 @@ class Telemetry:
         if self.log_prompts and r.prompt is not None:
             fields["prompt"] = r.prompt
         log.info("request", **fields)
-        self.usage.put(r)
         for hook in self.hooks:
             hook(r)
 

@@ -1,0 +1,287 @@
+"""Several gateway processes on one port: ``garden serve --workers N``.
+
+One event loop tops out at one core. With ``--workers N`` the process started is the
+**primary**: it owns everything that must exist once (the model store, the runner processes
+and their scheduler, the usage database writer, the metrics and console series) and starts
+``N - 1`` **relay workers**. Every process listens on the same address (``SO_REUSEPORT``:
+the kernel spreads connections over them), so any of them can take a client.
+
+A relay worker answers the hot inference routes for models of remote backends itself (the
+byte relay, translation, fallbacks, limits, keys: the same code as the primary). Anything
+else, the local runners' models and every other route (store, catalogue, console, metrics,
+deploy), it passes untouched to the primary over a private loopback listener
+(:mod:`modelgarden.api.forward`). Each request it answers itself leaves its log line in the
+worker and its record in the primary: records travel in batches over a pipe, so
+``/metrics``, the console's charts and the usage table count every process's requests.
+
+The primary watches its workers: one that dies is started again (after a pause that grows
+while it keeps dying); a worker whose primary is gone stops itself. On SIGTERM the primary
+tells its workers at once, so all drain together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import astuple
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from modelgarden.config import ConfigError, Settings
+from modelgarden.telemetry.record import RequestRecord
+
+log = structlog.get_logger(__name__)
+
+#: Environment of a relay worker: the primary's private URL, the record pipe, its number.
+ENV_PRIMARY = "GARDEN_WORKER_PRIMARY"
+ENV_RECORDS_FD = "GARDEN_WORKER_RECORDS_FD"
+ENV_INDEX = "GARDEN_WORKER_INDEX"
+#: Seconds between a worker's record batches (and its check that the primary lives).
+SHIP_EVERY = 0.25
+#: The longest pause before a worker that keeps dying is started again.
+MAX_RESTART_PAUSE = 30.0
+#: A worker that lived this long before dying is restarted at once.
+STABLE_AFTER = 10.0
+_LENGTH = struct.Struct("!I")
+
+
+def listen_socket(host: str, port: int, *, shared: bool) -> socket.socket:
+    """A listening TCP socket; ``shared`` ones let the other gateway processes bind the same
+    address (``SO_REUSEPORT``).
+
+    Before sharing, the address is tried without ``SO_REUSEPORT``, so that a port held by
+    another program (or another gateway) is refused as usual rather than quietly split.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        if shared:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    return sock
+
+
+def worker_socket(host: str, port: int) -> socket.socket:
+    """A relay worker's own listening socket on the primary's shared address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+# -- records: worker -> primary -------------------------------------------------------------
+
+
+def _encode(record: RequestRecord) -> list[Any]:
+    fields = list(astuple(record))
+    fields[-1] = None  # the prompt stays in the worker's own log line
+    return fields
+
+
+class RecordShipper:
+    """Owns a relay worker's outgoing records: kept in a list as requests end, written to
+    the primary's pipe in one length-prefixed batch every :data:`SHIP_EVERY` seconds."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending: list[list[Any]] = []
+        self._transport: asyncio.WriteTransport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._parent = os.getppid()
+
+    def put(self, record: RequestRecord) -> None:
+        """Queue one finished request's record (O(1), no I/O)."""
+        self.pending.append(_encode(record))
+
+    async def start(self) -> None:
+        """Open the pipe and start shipping."""
+        loop = asyncio.get_running_loop()
+        pipe = os.fdopen(self.fd, "wb", buffering=0)
+        self._transport, _ = await loop.connect_write_pipe(asyncio.Protocol, pipe)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(SHIP_EVERY)
+            self.flush()
+            if os.getppid() != self._parent:  # the primary is gone: stop serving
+                log.warning("primary gateway process is gone; stopping")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    def flush(self) -> None:
+        """Write what is queued, as one batch."""
+        if not self.pending or self._transport is None or self._transport.is_closing():
+            return
+        batch, self.pending = self.pending, []
+        data = orjson.dumps(batch)
+        self._transport.write(_LENGTH.pack(len(data)) + data)
+
+    async def close(self) -> None:
+        """Ship the last records and close the pipe."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.flush()
+        if self._transport is not None:
+            self._transport.close()
+
+
+class RecordReader(asyncio.Protocol):
+    """The primary's end of one worker's record pipe: each batch's records are accounted
+    for as if the primary had served them (metrics, series, usage)."""
+
+    def __init__(self, account: Callable[[RequestRecord], None]) -> None:
+        self.account = account
+        self.buffer = bytearray()
+        #: Done when the worker's end is closed (it exited): every batch has been read.
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(self.buffer)
+            if len(self.buffer) < _LENGTH.size + size:
+                return
+            raw = bytes(self.buffer[_LENGTH.size : _LENGTH.size + size])
+            del self.buffer[: _LENGTH.size + size]
+            try:
+                batch = orjson.loads(raw)
+                records = [RequestRecord(*fields) for fields in batch]
+            except (orjson.JSONDecodeError, TypeError) as exc:
+                log.error("bad record batch from a worker", error=str(exc))
+                continue
+            for record in records:
+                self.account(record)
+
+
+# -- the primary's supervision of its workers ---------------------------------------------
+
+
+class Workers:
+    """Owns the primary's relay worker processes: starts them, starts again one that dies,
+    stops them all; reads each one's record pipe."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        primary_url: str,
+        account: Callable[[RequestRecord], None],
+        config_file: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.count = count
+        self.primary_url = primary_url
+        self.account = account
+        self.config_file = config_file
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.readers: dict[int, RecordReader] = {}
+        self.stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _env(self, index: int, fd: int) -> dict[str, str]:
+        env = dict(os.environ)
+        s = self.settings
+        env.update(
+            {
+                "GARDEN_HOST": s.host,
+                "GARDEN_MODELS": str(s.models_dir),
+                "GARDEN_WORKERS": "1",
+                ENV_PRIMARY: self.primary_url,
+                ENV_RECORDS_FD: str(fd),
+                ENV_INDEX: str(index),
+            }
+        )
+        if s.insecure:
+            env["GARDEN_INSECURE"] = "1"
+        if self.config_file is not None:
+            env["GARDEN_CONFIG"] = str(self.config_file.resolve())
+        return env
+
+    async def start(self) -> None:
+        """Start every worker, each watched by its own task."""
+        for index in range(1, self.count):
+            self._tasks.append(asyncio.create_task(self._keep(index)))
+
+    async def _spawn(self, index: int) -> asyncio.subprocess.Process:
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "modelgarden", "serve", env=self._env(index, write_fd),
+                pass_fds=(write_fd,), stdin=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            os.close(write_fd)
+        loop = asyncio.get_running_loop()
+        reader = self.readers[index] = RecordReader(self.account)
+        await loop.connect_read_pipe(lambda: reader, os.fdopen(read_fd, "rb"))
+        log.info("worker started", worker=index, pid=proc.pid)
+        return proc
+
+    async def _keep(self, index: int) -> None:
+        pause = 0.5
+        while not self.stopping:
+            began = time.monotonic()
+            proc = self.procs[index] = await self._spawn(index)
+            code = await proc.wait()
+            if self.stopping:
+                return
+            lived = time.monotonic() - began
+            pause = 0.5 if lived > STABLE_AFTER else min(pause * 2, MAX_RESTART_PAUSE)
+            log.error("worker exited; starting it again", worker=index, code=code, pause_s=pause)
+            await asyncio.sleep(pause)
+
+    def signal_stop(self) -> None:
+        """Tell every worker to stop (SIGTERM: each drains like the primary). Safe to call
+        from a signal handler and more than once."""
+        self.stopping = True
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+
+    async def stop(self, within: float) -> None:
+        """Stop every worker and wait for it (and its last records); one still running after
+        ``within`` seconds is killed."""
+        self.signal_stop()
+        for task in self._tasks:
+            task.cancel()
+        waits = [p.wait() for p in self.procs.values() if p.returncode is None]
+        try:
+            async with asyncio.timeout(within):
+                await asyncio.gather(*waits)
+                await asyncio.gather(*(r.closed for r in self.readers.values()))
+        except TimeoutError:
+            for proc in self.procs.values():
+                if proc.returncode is None:
+                    log.error("worker did not stop in time; killing it", pid=proc.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()

@@ -1,0 +1,216 @@
+"""``garden serve --workers N``: one primary and relay workers on one port, all real.
+
+Connections are spread by the kernel, so each test opens many (one per client) and checks
+from the processes' own sockets that more than one process served them.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import ollama
+import openai
+import psutil
+import pytest
+
+from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, clean_env, free_port
+from tests.integration.test_auth import make_key
+from tests.integration.test_lifecycle import wait_until
+from tests.integration.test_routing import KEY, config
+from tests.integration.test_telemetry import scrape, value
+from tests.openrouter_stub import OpenRouterStub
+
+MakeGarden = Callable[..., GardenServer]
+REMOTE = "meta-llama/llama-3.1-8b-instruct"
+HELLO = [{"role": "user", "content": "Say hello."}]
+CONNECTIONS = 16
+
+
+@pytest.fixture
+def openrouter() -> Iterator[OpenRouterStub]:
+    stub = OpenRouterStub(KEY).start()
+    yield stub
+    stub.stop()
+
+
+def workers_of(server: GardenServer) -> list[psutil.Process]:
+    """The primary's relay worker processes (its runner processes are not)."""
+    children = psutil.Process(server.proc.pid).children()
+    return [p for p in children if "serve" in p.cmdline() and "modelgarden" in p.cmdline()]
+
+
+def wait_for_workers(server: GardenServer, count: int) -> list[psutil.Process]:
+    port = int(server.host.split(":")[1])
+
+    def listening() -> bool:
+        procs = workers_of(server)
+        return len(procs) == count and all(
+            any(c.laddr.port == port and c.status == "LISTEN" for c in p.net_connections())
+            for p in procs
+        )
+
+    assert wait_until(listening, timeout=60), server.logs()[-3000:]
+    return workers_of(server)
+
+
+def serving(server: GardenServer) -> set[int]:
+    """The gateway processes holding an open client connection on the public port."""
+    port = int(server.host.split(":")[1])
+    procs = [psutil.Process(server.proc.pid), *workers_of(server)]
+    return {
+        p.pid
+        for p in procs
+        if any(c.laddr.port == port and c.status == "ESTABLISHED" for c in p.net_connections())
+    }
+
+
+def garden_with(
+    make_garden: MakeGarden, tmp_path: Path, stub: OpenRouterStub, workers: int, **env: str
+) -> GardenServer:
+    """A gateway with the local default model and the OpenRouter stand-in behind it."""
+    toml = f"""
+[[backends]]
+name = "openrouter"
+kind = "openai"
+urls = ["{stub.url}"]
+api_key_env = "TEST_OPENROUTER_KEY"
+"""
+    return make_garden(
+        GARDEN_CONFIG=config(tmp_path, toml),
+        TEST_OPENROUTER_KEY=KEY,
+        GARDEN_WORKERS=str(workers),
+        GARDEN_LOG_LEVEL="info",
+        **env,
+    )
+
+
+def test_workers_share_the_port_and_every_request_is_counted_once(
+    make_garden: MakeGarden, tmp_path: Path, openrouter: OpenRouterStub
+) -> None:
+    server = garden_with(make_garden, tmp_path, openrouter, 3)
+    wait_for_workers(server, 2)
+    clients = [httpx.Client(base_url=server.url, timeout=60) for _ in range(CONNECTIONS)]
+    try:
+        for client in clients:  # remote model: answered by whichever process took the client
+            answer = client.post("/api/chat", json={"model": REMOTE, "messages": HELLO,
+                                                    "stream": False})  # fmt: skip
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["message"]["content"] == "Hello from the stand-in."
+            assert answer.headers["x-request-id"]
+            v1 = client.post("/v1/chat/completions", json={"model": REMOTE, "messages": HELLO})
+            assert v1.status_code == 200 and v1.json()["choices"][0]["message"]["content"]
+            tags = client.get("/api/tags")  # not a hot route: the primary answers it
+            names = [m["name"] for m in tags.json()["models"]]
+            assert DEFAULT_MODEL in names and f"{REMOTE}:latest" in names
+        assert len(serving(server)) >= 2, "the kernel gave every connection to one process"
+    finally:
+        for client in clients:
+            client.close()
+
+    def counted() -> bool:
+        return value(scrape(server), "garden_requests_total", status="200") == 2 * CONNECTIONS
+
+    assert wait_until(counted, timeout=10), scrape(server)
+    m = scrape(server)
+    assert value(m, "garden_requests_total", api="ollama", backend="openrouter") == CONNECTIONS
+    assert value(m, "garden_requests_total", api="openai", backend="openrouter") == CONNECTIONS
+    lines = [json.loads(x) for x in server.logs().splitlines() if x.startswith("{")]
+    assert sum(1 for x in lines if x.get("event") == "request") == 2 * CONNECTIONS
+
+    def stored() -> bool:
+        usage = httpx.get(server.url + "/garden/usage", params={"by": "model"}).json()
+        return sum(row["requests"] for row in usage["rows"]) == 2 * CONNECTIONS
+
+    assert wait_until(stored, timeout=10)
+
+
+def test_local_model_and_store_routes_through_any_process(make_garden: MakeGarden) -> None:
+    server = make_garden(GARDEN_WORKERS="2", GARDEN_LOG_LEVEL="info")
+    wait_for_workers(server, 1)
+    options = {**GREEDY, "num_predict": 6}
+    clients = [ollama.Client(host=server.url) for _ in range(8)]
+    for client in clients:
+        parts = list(client.chat(DEFAULT_MODEL, HELLO, stream=True, options=options))
+        assert parts[-1].done and "".join(p.message.content for p in parts).strip()
+        assert DEFAULT_MODEL in [m.model for m in client.list().models]
+        assert client.show(DEFAULT_MODEL).details.family == "llama"
+        assert [m.model for m in client.ps().models] == [DEFAULT_MODEL]
+    ai = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+    done = ai.chat.completions.create(
+        model=DEFAULT_MODEL,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=4,
+        temperature=0,
+        seed=42,
+    )
+    assert done.choices[0].message.content
+    # only the primary runs models: one runner, however many processes took the requests
+    assert len(server.runners()) == 1
+
+    def counted() -> bool:  # each request once, though a worker passed it on
+        return value(scrape(server), "garden_requests_total", model=DEFAULT_MODEL) == 9
+
+    assert wait_until(counted, timeout=10), scrape(server)
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(
+    make_garden: MakeGarden, tmp_path: Path, openrouter: OpenRouterStub
+) -> None:
+    server = garden_with(make_garden, tmp_path, openrouter, 3)
+    first = wait_for_workers(server, 2)
+    first[0].send_signal(signal.SIGKILL)
+    first[0].wait(10)
+    again = wait_for_workers(server, 2)
+    assert first[0].pid not in {p.pid for p in again}
+    assert "worker exited; starting it again" in server.logs()
+    for _ in range(CONNECTIONS):
+        answer = httpx.post(server.url + "/api/chat", json={"model": REMOTE, "messages": HELLO,
+                                                            "stream": False})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+    assert server.stop() == 0
+    for proc in again:
+        assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+
+
+def test_keys_hold_in_every_process(make_garden: MakeGarden) -> None:
+    server = make_garden(GARDEN_WORKERS="2", GARDEN_LOG_LEVEL="info")
+    wait_for_workers(server, 1)
+    admin = make_key(server, "--name", "root", "--scope", "admin")
+    body = {"model": DEFAULT_MODEL, "messages": HELLO, "options": {**GREEDY, "num_predict": 2}}
+
+    def refused_everywhere() -> bool:  # each process re-reads the keys within 5 s
+        answers = []
+        for _ in range(CONNECTIONS):
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                answers.append(client.post("/api/chat", json=body).status_code)
+        return set(answers) == {401}
+
+    assert wait_until(refused_everywhere, timeout=15)
+    for _ in range(4):
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            headers = {"authorization": f"Bearer {admin}"}
+            assert client.post("/api/chat", json=body, headers=headers).status_code == 200
+            assert client.get("/api/tags").status_code == 401
+            assert client.get("/api/tags", headers=headers).status_code == 200
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        env = clean_env(OLLAMA_HOST=f"127.0.0.1:{port}", GARDEN_MODELS=str(tmp_path / "m"),
+                        GARDEN_DEFAULT_MODEL="", GARDEN_WORKERS="2")  # fmt: skip
+        result = subprocess.run([sys.executable, "-m", "modelgarden", "serve"], env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: cannot listen on 127.0.0.1:"), result.stderr
+    assert "Traceback" not in result.stderr
