@@ -6,7 +6,8 @@ answers at once), so what is measured is the cost of the hop itself. One run mea
 * ``direct``: the stub itself, ``/api/chat`` and ``/v1/chat/completions``;
 * ``minimal relay``: ``minimal_relay.py``, ~40 lines of aiohttp that forward the body and
   stream the answer back, on both paths;
-* ``gateway``: ``python -m modelgarden serve`` (one process) with two backends on the stub,
+* ``gateway``: ``python -m modelgarden serve`` (one process, and ``--workers N`` for each
+  count in ``--gateway-workers``: ``gateway ×N`` columns) with two backends on the stub,
   ``kind = "ollama"`` (an Ollama client's ``/api/chat`` relayed as bytes) and
   ``kind = "openai"`` (``/api/chat`` translated to ``/v1/chat/completions`` and back, and
   ``/v1/chat/completions`` relayed); ``GET /api/version`` on it is the framework's floor;
@@ -99,7 +100,20 @@ LITELLM_2 = "litellm /v1/chat/completions, 2 workers"
 OLLAMA_CHAT, OPENAI_CHAT = "/api/chat", "/v1/chat/completions"
 
 
-def targets(litellm_workers: list[int]) -> list[Target]:
+def gateway_names(workers: int) -> tuple[str, str, str]:
+    """The relay, translated and /v1 columns of the gateway run with ``workers`` processes."""
+    if workers == 1:
+        return GW_RELAY, GW_TRANSLATE, GW_V1
+    tag = f"gateway ×{workers}"
+    return (GW_RELAY.replace("gateway", tag, 1), GW_TRANSLATE.replace("gateway", tag, 1),
+            GW_V1.replace("gateway", tag, 1))  # fmt: skip
+
+
+def gateway_server(workers: int) -> str:
+    return "gateway" if workers == 1 else f"gateway-{workers}"
+
+
+def targets(litellm_workers: list[int], gateway_workers: list[int]) -> list[Target]:
     found = [
         Target(D_OLLAMA, "stub", OLLAMA_CHAT, "stub", "ollama", D_OLLAMA),
         Target(D_OPENAI, "stub", OPENAI_CHAT, "stub-openai", "openai", D_OPENAI),
@@ -113,6 +127,16 @@ def targets(litellm_workers: list[int]) -> list[Target]:
             expect=b'"version"', stream=False,
         ),
     ]  # fmt: skip
+    for workers in gateway_workers:
+        if workers == 1:
+            continue
+        relay, translated, v1 = gateway_names(workers)
+        server = gateway_server(workers)
+        found += [
+            Target(relay, server, OLLAMA_CHAT, "stub", "ollama", D_OLLAMA),
+            Target(translated, server, OLLAMA_CHAT, "stub-openai", "ollama", D_OPENAI),
+            Target(v1, server, OPENAI_CHAT, "stub-openai", "openai", D_OPENAI),
+        ]
     for workers in litellm_workers:
         name = LITELLM_1 if workers == 1 else f"litellm /v1/chat/completions, {workers} workers"
         found.append(
@@ -425,26 +449,27 @@ def servers(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Server]]
         relay_port = free_port()
         launch("relay", [sys.executable, str(HERE / "minimal_relay.py"), "--upstream", upstream,
                          "--port", str(relay_port)], {})  # fmt: skip
-        gw_port = free_port()
         toml = work / "garden.toml"
         toml.write_text(
             'default_model = ""\n\n'
             f'[[backends]]\nname = "stub-ollama"\nkind = "ollama"\nurls = ["{upstream}"]\n\n'
             f'[[backends]]\nname = "stub-openai"\nkind = "openai"\nurls = ["{upstream}/v1"]\n'
         )
-        launch(
-            "gateway",
-            [sys.executable, "-m", "modelgarden", "serve"],
-            {
+        for workers in args.gateway_workers:
+            gw_port = free_port()
+            extra = {"GARDEN_WORKERS": str(workers)} if workers > 1 else {}
+            env_gw = {
                 "port": str(gw_port),
                 "GARDEN_CONFIG": str(toml),
                 "OLLAMA_HOST": f"127.0.0.1:{gw_port}",
-                "GARDEN_MODELS": str(work / "models"),
+                "GARDEN_MODELS": str(work / f"models-{workers}"),
                 # info: telemetry fully on (one log line per request, as by default).
                 "GARDEN_LOG_LEVEL": args.gateway_log_level,
                 "PYTHONPATH": str(args.gateway_src),
-            },
-        )
+                **extra,
+            }
+            cmd = [sys.executable, "-m", "modelgarden", "serve"]
+            launch(gateway_server(workers), cmd, env_gw, workers)
         litellm = find_litellm(args.litellm)
         if args.litellm_workers and litellm is None:
             sys.exit(
@@ -473,7 +498,7 @@ def servers(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Server]]
                 continue
             url = f"http://127.0.0.1:{server.port}"
             log = work / f"{name}.log"
-            if name == "gateway":
+            if name.startswith("gateway"):
 
                 def check(url: str = url) -> bool:
                     tags = get(f"{url}/api/tags")
@@ -606,13 +631,21 @@ def main() -> None:
         help="the modelgarden sources the gateway runs (e.g. an older commit's, to compare)",
     )  # fmt: skip
     parser.add_argument("--gateway-log-level", default="info", help="GARDEN_LOG_LEVEL")
+    parser.add_argument(
+        "--gateway-workers",
+        type=lambda s: sorted({int(w) for w in s.split(",") if w}),
+        default=[1, 2],
+        help="comma-separated process counts (garden serve --workers), one gateway each; "
+        "the targets are judged on the one with the most requests/s at the top concurrency",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "relay.json")
     args = parser.parse_args()
 
     started = time.time()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp, servers(args, Path(tmp)) as run:
-        columns = {t.name: Column(t) for t in targets(args.litellm_workers)}
+        found = targets(args.litellm_workers, args.gateway_workers)
+        columns = {t.name: Column(t) for t in found}
         idle = idle_cpu(run)
         uvloop.run(measure(args, run, columns))
         litellm = find_litellm(args.litellm)
@@ -662,14 +695,22 @@ def round_ratios(
     return [ratio(getattr(a, attr), getattr(b, attr)) for a, b in pairs]
 
 
+def best_workers(columns: dict[str, Column], args: argparse.Namespace) -> int:
+    """The gateway process count that served the most requests/s at the top concurrency."""
+    top = f"c{max(args.concurrency)}"
+    rates = {w: columns[gateway_names(w)[0]].median(top, "rps") for w in args.gateway_workers}
+    return max(rates, key=lambda w: rates[w] if rates[w] == rates[w] else -1.0)
+
+
 def targets_met(columns: dict[str, Column], args: argparse.Namespace) -> list[dict[str, Any]]:
-    gw, relay, direct = columns[GW_RELAY], columns[R_OLLAMA], columns[D_OLLAMA]
+    workers = best_workers(columns, args)
+    gw, relay, direct = columns[gateway_names(workers)[0]], columns[R_OLLAMA], columns[D_OLLAMA]
     top = f"c{max(args.concurrency)}"
     checks: list[dict[str, Any]] = []
 
     def check(what: str, value: float, goal: str, met: bool, rounds: list[float]) -> None:
         checks.append({"target": what, "value": value, "goal": goal, "met": met,
-                       "per_round": rounds})  # fmt: skip
+                       "per_round": rounds, "gateway_workers": workers})  # fmt: skip
 
     if "c1" in direct.cells:
         added = gw.median("c1", "p50_ms") - direct.median("c1", "p50_ms")
@@ -697,7 +738,7 @@ def report(
     wall: float,
 ) -> None:
     lines = []
-    head = f"{'column':<46}"
+    head = f"{'column':<50}"
     for c in args.concurrency:
         head += f" {'c' + str(c) + ' req/s':>11} {'p50':>7} {'p99':>7}"
     lines.append(head + f" {'+p50 c1':>8} {'err':>4} {'CPU ms/req c16':>14}")
@@ -706,7 +747,7 @@ def report(
     rows: list[dict[str, Any]] = []
     for col in columns.values():
         base = columns[col.target.baseline]
-        line = f"{col.target.name:<46}"
+        line = f"{col.target.name:<50}"
         for c in args.concurrency:
             w = f"c{c}"
             line += (
@@ -734,14 +775,14 @@ def report(
         rows.append(row)
     relay = columns[R_OLLAMA]
     lines.append("")
-    lines.append(f"{'streamed, ' + str(args.chunks) + ' chunks':<46} {'TTFB ms':>8} "
+    lines.append(f"{'streamed, ' + str(args.chunks) + ' chunks':<50} {'TTFB ms':>8} "
                  f"{'chunks/s':>9} {'vs relay':>8} {'err':>4} {'CPU µs/chunk':>12}")  # fmt: skip
     for col in columns.values():
         if not col.target.stream:
             continue
         rate = col.median("stream", "chunks_per_s")
         lines.append(
-            f"{col.target.name:<46} {col.median('stream', 'ttfb_ms'):>8.2f} {rate:>9.0f} "
+            f"{col.target.name:<50} {col.median('stream', 'ttfb_ms'):>8.2f} {rate:>9.0f} "
             f"{ratio(rate, relay.median('stream', 'chunks_per_s')):>8.1%} "
             f"{col.errors('stream'):>4} {col.median('stream', 'cpu_server'):>12.2f}"
         )
@@ -752,8 +793,9 @@ def report(
         rng = f" (rounds {min(spread):.2f}..{max(spread):.2f})" if spread else ""
         verdict = "MET" if chk["met"] else "NOT MET"
         lines.append(f"{verdict:<8} {chk['target']}: {chk['value']:.2f} (goal {chk['goal']}){rng}")
-    lines.append(f"\ngateway: 1 process; litellm workers: {args.litellm_workers}; "
-                 f"run took {wall:.0f} s")  # fmt: skip
+    lines.append(f"\ngateway processes: {args.gateway_workers} (targets judged on "
+                 f"{best_workers(columns, args)}, the most req/s at c{max(args.concurrency)}); "
+                 f"litellm workers: {args.litellm_workers}; run took {wall:.0f} s")  # fmt: skip
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(finite({
@@ -767,6 +809,7 @@ def report(
         "units": {"rps": "requests/s", "p50_ms": "ms", "p99_ms": "ms", "ttfb_ms": "ms",
                   "chunks_per_s": "chunks/s over each whole answer",
                   "cpu_*": "CPU ms per request (non-streamed) or µs per chunk (streamed)"},
+        "best_gateway_workers": best_workers(columns, args),
         "targets": checks,
         "columns": rows,
     }), indent=2, ensure_ascii=False))  # fmt: skip

@@ -4,14 +4,18 @@ arguments, database URLs, the usage queue's bound, and the benchmark's compariso
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
+import structlog
 
 from modelgarden.bench import BenchError, compare
 from modelgarden.db import check_url, connect, numbered, redact
+from modelgarden.telemetry.logging import configure_logging, request_line
 from modelgarden.telemetry.record import RequestRecord, Tokens, request_id_of, tokens_of
 from modelgarden.telemetry.usage import UsageWriter, parse_since, summary
 
@@ -101,3 +105,33 @@ def test_bench_comparison_flags_only_changes_beyond_the_threshold() -> None:
     assert compare(now, base, 0.05)[2]["regression"]  # tokens/s down 10% > 5%
     with pytest.raises(BenchError):
         compare(now, {"nothing": 1}, 0.2)
+
+
+def _request_fields() -> dict[str, object]:
+    return {"request_id": "r1", "api": "ollama", "model": "m:latest", "status": 200,
+            "duration_ms": 1.5, "ttft_ms": None, "prompt_tokens": 3}  # fmt: skip
+
+
+def test_the_direct_request_line_is_the_line_structlog_writes(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("info", json=True)
+    try:
+        log = structlog.get_logger("modelgarden.requests")
+        request_line(log, _request_fields())
+        log.info("request", **_request_fields())
+        direct, chained = (json.loads(x) for x in capfd.readouterr().err.splitlines())
+    finally:
+        configure_logging("info", json=False)
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+    assert stamp.fullmatch(direct.pop("timestamp")) and stamp.fullmatch(chained.pop("timestamp"))
+    assert direct == chained == {**_request_fields(), "event": "request", "level": "info"}
+
+
+def test_request_lines_follow_the_log_level(capfd: pytest.CaptureFixture[str]) -> None:
+    configure_logging("warning", json=True)
+    try:
+        request_line(structlog.get_logger("modelgarden.requests"), _request_fields())
+        assert capfd.readouterr().err == ""
+    finally:
+        configure_logging("info", json=False)

@@ -84,6 +84,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+#: Routes a relay worker answers itself although they are not hot: liveness checks, which
+#: say whether the process that took the connection is up.
+OWN = frozenset({"/", "/api/version", "/health"})
 
 
 class FastPath:
@@ -132,7 +135,7 @@ class FastPath:
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.hot.get(scope["path"]) if scope["type"] == "http" else None
         if endpoint is None or scope["method"] != "POST":
-            if self.forward is not None and scope["type"] == "http":
+            if self.forward is not None and scope["type"] == "http" and scope["path"] not in OWN:
                 await self.forward(scope, receive, send)
             else:
                 await self.full(scope, receive, send)

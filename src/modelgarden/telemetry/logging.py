@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import datetime
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -68,6 +70,35 @@ class CoalescedOutput:
         self.raw.flush()
 
 
+def _flush_quietly(raw: BinaryIO) -> None:
+    """Flush at exit, unless the stream is already gone (closed by whoever owned it)."""
+    with contextlib.suppress(ValueError, OSError):
+        raw.flush()
+
+
+class _RequestLines:
+    """Where per-request lines go when they are JSON at a level that shows them: written
+    directly, in exactly the shape structlog's chain gives them, at a fraction of its cost
+    (this line is the one log call on the hot path)."""
+
+    output: CoalescedOutput | None = None
+
+
+def request_line(log: Any, fields: dict[str, Any]) -> None:
+    """Log one request's line (``event`` ``request``, level info) through ``log``, or
+    straight to the JSON output when that is the configured one."""
+    output = _RequestLines.output
+    if output is None:
+        log.info("request", **fields)
+        return
+    fields["event"] = "request"
+    fields["level"] = "info"
+    now = datetime.datetime.now(tz=datetime.UTC).isoformat()
+    fields["timestamp"] = now.replace("+00:00", "Z")
+    output.write(_dumps(fields) + b"\n")
+    output.flush()
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Configure structlog and the standard library's logging once, at start.
 
@@ -79,11 +110,14 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     numeric = getattr(logging, level.upper(), logging.INFO)
     renderer: structlog.types.Processor
     factory: Any
+    _RequestLines.output = None
     if as_json:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
         output = CoalescedOutput(sys.stderr.buffer)
-        atexit.register(output.raw.flush)
+        atexit.register(_flush_quietly, output.raw)
         factory = structlog.BytesLoggerFactory(file=output)  # type: ignore[arg-type]
+        if numeric <= logging.INFO:
+            _RequestLines.output = output
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         factory = structlog.PrintLoggerFactory(file=sys.stderr)

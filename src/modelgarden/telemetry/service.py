@@ -22,6 +22,7 @@ from starlette.types import Scope
 from modelgarden.config import Settings
 from modelgarden.db import Database, DatabaseError, connect, redact
 from modelgarden.gateway import Gateway
+from modelgarden.telemetry.logging import request_line
 from modelgarden.telemetry.metrics import Metrics, state_metrics
 from modelgarden.telemetry.record import Meter, RequestRecord, request_id_of
 from modelgarden.telemetry.series import Series
@@ -141,7 +142,7 @@ class Telemetry:
             fields["error"] = r.error
         if self.log_prompts and r.prompt is not None:
             fields["prompt"] = r.prompt
-        log.info("request", **fields)
+        request_line(log, fields)
         for hook in self.hooks:
             hook(r)
 
