@@ -214,3 +214,29 @@ def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("Error: cannot listen on 127.0.0.1:"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_browser_rules_hold_once_in_every_process(make_garden: MakeGarden) -> None:
+    server = make_garden(GARDEN_WORKERS="2", OLLAMA_ORIGINS="https://app.example")
+    wait_for_workers(server, 1)
+    body = {"model": DEFAULT_MODEL, "messages": HELLO, "stream": False,
+            "options": {**GREEDY, "num_predict": 2}}  # fmt: skip
+    allowed = {"origin": "https://app.example"}
+    clients = [httpx.Client(base_url=server.url, timeout=60) for _ in range(CONNECTIONS)]
+    try:
+        for client in clients:
+            for answer in (client.get("/api/tags", headers=allowed),
+                           client.post("/api/chat", json=body, headers=allowed)):  # fmt: skip
+                assert answer.status_code == 200, answer.text
+                # one header, never two (a browser refuses a doubled one)
+                assert answer.headers.get_list("access-control-allow-origin") == [
+                    "https://app.example"
+                ]
+            evil = {"origin": "https://evil.example"}
+            assert client.post("/api/chat", json=body, headers=evil).status_code == 403
+            gone = client.request("DELETE", "/api/delete", json={"model": "x"}, headers=evil)
+            assert gone.status_code == 403
+        assert len(serving(server)) >= 2
+    finally:
+        for client in clients:
+            client.close()

@@ -130,15 +130,20 @@ class FastPath:
         return self.full.openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.forward is not None and scope["type"] == "http" and not self._own(scope):
+            await self.forward(scope, receive, send)  # the primary applies every rule itself
+            return
         await self.guard(scope, receive, send)
+
+    def _own(self, scope: Scope) -> bool:
+        """Whether a relay worker answers this request itself (hot inference, liveness)."""
+        path = scope["path"]
+        return path in OWN or (path in self.hot and scope["method"] == "POST")
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.hot.get(scope["path"]) if scope["type"] == "http" else None
         if endpoint is None or scope["method"] != "POST":
-            if self.forward is not None and scope["type"] == "http" and scope["path"] not in OWN:
-                await self.forward(scope, receive, send)
-            else:
-                await self.full(scope, receive, send)
+            await self.full(scope, receive, send)
             return
         scope[START_KEY] = time.perf_counter_ns()  # the request's meter starts here
         scope["app"] = self.full
@@ -147,7 +152,8 @@ class FastPath:
             response = await endpoint(request)
         except ForwardToPrimary:  # a relay worker's request for the primary's runners
             assert self.forward is not None
-            await self.forward(scope, replay(await request.body(), receive), send)
+            body = await request.body()
+            await self.forward(scope, replay(body, receive), send, checked=True)
             return
         except GardenError as exc:
             response = _render(request, exc)

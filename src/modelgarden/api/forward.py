@@ -168,11 +168,16 @@ class Forwarder:
         if self._session is not None:
             await self._session.close()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, *, checked: bool = False
+    ) -> None:
+        """Answer with the primary's answer. ``checked``: this worker's browser rules have
+        already run (and add their CORS headers), so the primary does not see the origin."""
         assert self._session is not None
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         length = next((int(v) for k, v in headers if k == "content-length" and v.isdigit()), -1)
-        headers = [(k, v) for k, v in headers if k not in HOP_IN]
+        drop = HOP_IN | {"origin"} if checked else HOP_IN
+        headers = [(k, v) for k, v in headers if k not in drop]
         data: bytes | AsyncIterator[bytes]
         if 0 <= length <= WHOLE_BODY:
             data = b"".join([chunk async for chunk in _body(receive)])
