@@ -240,3 +240,17 @@ def test_browser_rules_hold_once_in_every_process(make_garden: MakeGarden) -> No
     finally:
         for client in clients:
             client.close()
+
+
+def test_workers_stop_when_their_primary_is_killed(
+    make_garden: MakeGarden, tmp_path: Path, openrouter: OpenRouterStub
+) -> None:
+    server = garden_with(make_garden, tmp_path, openrouter, 3)
+    workers = wait_for_workers(server, 2)
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait(10)
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, f"workers outlived their primary: {[p.pid for p in alive]}"
+    assert len(gone) == 2
+    # each noticed, drained like on SIGTERM, and said so (workers log to the primary's output)
+    assert server.logs().count("primary gateway process is gone; stopping") == 2
