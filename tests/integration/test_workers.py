@@ -153,6 +153,9 @@ def test_local_model_and_store_routes_through_any_process(make_garden: MakeGarde
     assert done.choices[0].message.content
     # only the primary runs models: one runner, however many processes took the requests
     assert len(server.runners()) == 1
+    status = httpx.get(server.url + "/status").json()  # whichever process takes it
+    assert [(w["index"], w["running"]) for w in status["workers"]] == [(1, True)]
+    assert status["workers"][0]["pid"] == workers_of(server)[0].pid
 
     def counted() -> bool:  # each request once, though a worker passed it on
         return value(scrape(server), "garden_requests_total", model=DEFAULT_MODEL) == 9

@@ -15,12 +15,14 @@ an OpenAI-style upstream has nothing to load, and its models are reported as ava
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
+import psutil
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
@@ -39,6 +41,7 @@ from modelgarden.resources import machine
 from modelgarden.store.names import ModelName
 from modelgarden.telemetry.state import describe
 from modelgarden.wire.ollama import ChatRequest, GenerateRequest
+from modelgarden.workers import Workers
 
 router = APIRouter(tags=["deploy"])
 JSON = "application/json"
@@ -231,9 +234,26 @@ async def status(request: Request) -> Response:
         "models": models,
         "queue": {"waiting": local.scheduler.pending, "limit": local.scheduler.max_queue},
         "backends": [describe(b) for b in gateway.backends],
+        "workers": _workers(request),
         "machine": here.to_dict(),
     }
     return Response(orjson.dumps(body), media_type=JSON)
+
+
+def _workers(request: Request) -> list[dict[str, object]]:
+    """This primary's relay worker processes (``garden serve --workers N``)."""
+    workers: Workers | None = request.app.state.workers
+    if workers is None:
+        return []
+    out: list[dict[str, object]] = []
+    for index, proc in sorted(workers.procs.items()):
+        rss = None
+        if proc.returncode is None:
+            with contextlib.suppress(psutil.Error):
+                rss = psutil.Process(proc.pid).memory_info().rss
+        out.append({"index": index, "pid": proc.pid, "running": proc.returncode is None,
+                    "rss": rss})  # fmt: skip
+    return out
 
 
 @router.delete(
