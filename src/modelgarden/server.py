@@ -23,7 +23,7 @@ from modelgarden.db import DatabaseError
 from modelgarden.gateway import Gateway
 from modelgarden.security.keys import count_keys
 from modelgarden.telemetry.logging import configure_logging
-from modelgarden.workers import ENV_PRIMARY, ENV_RECORDS_FD, Workers, listen_socket, worker_socket
+from modelgarden.workers import ENV_PRIMARY, ENV_RECORDS_FD, Workers, listen_socket
 
 log = structlog.get_logger(__name__)
 #: Seconds after the grace period before uvicorn cancels whatever is still running.
@@ -43,7 +43,7 @@ def serve(settings: Settings, config_file: Path | None = None) -> None:
     if primary := os.environ.get(ENV_PRIMARY):
         link = WorkerLink(primary, int(os.environ[ENV_RECORDS_FD]))
         app = create_app(settings, WorkerGateway(settings), worker=link)
-        sockets = [worker_socket(host, port)]
+        sockets = [listen_socket(host, port, shared=True, first=False)]
     else:
         gateway = Gateway(settings)
         app = create_app(settings, gateway)

@@ -55,16 +55,17 @@ STABLE_AFTER = 10.0
 _LENGTH = struct.Struct("!I")
 
 
-def listen_socket(host: str, port: int, *, shared: bool) -> socket.socket:
+def listen_socket(host: str, port: int, *, shared: bool, first: bool = True) -> socket.socket:
     """A listening TCP socket; ``shared`` ones let the other gateway processes bind the same
     address (``SO_REUSEPORT``).
 
-    Before sharing, the address is tried without ``SO_REUSEPORT``, so that a port held by
-    another program (or another gateway) is refused as usual rather than quietly split.
+    The ``first`` to share an address tries it without ``SO_REUSEPORT`` beforehand, so that a
+    port held by another program (or another gateway) is refused as usual rather than
+    quietly split; a relay worker joins its primary's address (``first=False``).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        if shared:
+        if shared and first:
             with socket.socket(family, socket.SOCK_STREAM) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind((host, port))
@@ -75,17 +76,6 @@ def listen_socket(host: str, port: int, *, shared: bool) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(2048)
-    return sock
-
-
-def worker_socket(host: str, port: int) -> socket.socket:
-    """A relay worker's own listening socket on the primary's shared address."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
     sock.listen(2048)
     return sock
 

@@ -6,7 +6,9 @@ from the processes' own sockets that more than one process served them.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -257,3 +259,18 @@ def test_workers_stop_when_their_primary_is_killed(
     assert len(gone) == 2
     # each noticed, drained like on SIGTERM, and said so (workers log to the primary's output)
     assert server.logs().count("primary gateway process is gone; stopping") == 2
+
+
+def test_large_uploads_stream_through_a_worker_to_the_store(make_garden: MakeGarden) -> None:
+    server = make_garden(GARDEN_WORKERS="2", GARDEN_DEFAULT_MODEL="")
+    wait_for_workers(server, 1)
+    for i in range(6):  # some land on the worker, which streams them on (past 1 MiB)
+        data = os.urandom(3 << 20)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            bad = client.post(f"/api/blobs/sha256:{'0' * 64}", content=data)
+            assert bad.status_code == 400, bad.text  # the digest is checked, nothing kept
+            assert client.post(f"/api/blobs/{digest}", content=iter([data])).status_code == 201
+            assert client.head(f"/api/blobs/{digest}").status_code == 200
+        stored = server.models / "blobs" / digest.replace(":", "-")
+        assert stored.read_bytes() == data, i
