@@ -38,6 +38,16 @@ def test_due_only_once_quiet_after_traffic_and_once_per_pass() -> None:
     assert keeper.due(5006.0)
 
 
+def test_a_request_between_two_looks_counts_as_traffic() -> None:
+    keeper = Housekeeping(set(), passes=(5.0,))
+    assert not keeper.due(10.0)
+    keeper.served(object())  # began and finished after the look at 10 s
+    assert not keeper.due(11.0)  # seen at the next look: quiet from here
+    assert not keeper.due(15.0)
+    assert keeper.due(16.0)
+    assert not keeper.due(100.0)
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_release_returns_free_heap_pages_to_the_system() -> None:
     process = psutil.Process()

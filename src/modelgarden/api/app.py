@@ -155,6 +155,7 @@ def create_app(settings: Settings, gateway: Gateway | None = None) -> FastPath:
         gc.collect()
         gc.freeze()
         housekeeping = Housekeeping(app.state.drain.watches, telemetry.metrics.registry).start()
+        telemetry.hooks.append(housekeeping.served)
         try:
             yield
         finally:

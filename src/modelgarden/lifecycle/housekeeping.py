@@ -73,8 +73,10 @@ class Release:
 class Housekeeping:
     """Owns the idle clean-up of the gateway process and its memory figures in ``/metrics``.
 
-    ``in_flight`` is the live collection of the inference requests in flight (the app's
-    ``Drain.watches``); it is only looked at, once per ``tick``.
+    It looks once per ``tick`` at ``in_flight``, the live collection of the inference
+    requests in flight (the app's ``Drain.watches``), and at whether :meth:`served` was
+    called since its last look (a telemetry hook, once per finished request), so traffic
+    that comes and goes between two looks counts too.
     """
 
     def __init__(
@@ -92,7 +94,8 @@ class Housekeeping:
         self.releases = 0
         self.released_bytes = 0
         self.last: Release | None = None
-        self._busy_at: float | None = None  # the last look that saw a request in flight
+        self._busy_at: float | None = None  # the last look that saw traffic
+        self._served = False  # a request finished since the last look
         self._next = len(passes)  # the next pass of this idle period (none before traffic)
         self._trim = _malloc_trim()
         self._process = psutil.Process()
@@ -104,6 +107,10 @@ class Housekeeping:
         """Start looking (in the running event loop); returns itself."""
         self._task = asyncio.create_task(self._run(), name="housekeeping")
         return self
+
+    def served(self, _record: object) -> None:
+        """A request finished: the gateway was busy (a telemetry hook; no more than this)."""
+        self._served = True
 
     async def close(self) -> None:
         """Stop looking."""
@@ -123,8 +130,8 @@ class Housekeeping:
 
     def due(self, now: float) -> bool:
         """Whether a clean-up is due at ``now`` (event-loop time); notes requests in flight."""
-        if self.in_flight:
-            self._busy_at, self._next = now, 0
+        if self.in_flight or self._served:
+            self._busy_at, self._next, self._served = now, 0, False
             return False
         if self._busy_at is None or self._next >= len(self.passes):
             return False
