@@ -32,6 +32,7 @@ from modelgarden.api.streaming import Drain
 from modelgarden.config import Settings
 from modelgarden.errors import BadRequest, GardenError, NotFound
 from modelgarden.gateway import Gateway
+from modelgarden.lifecycle.housekeeping import Housekeeping
 from modelgarden.security.auth import Auth
 from modelgarden.security.keys import KeyRing
 from modelgarden.telemetry import Telemetry
@@ -197,6 +198,8 @@ def create_app(
         # collector's way (full collections otherwise dominate tail latency under load).
         gc.collect()
         gc.freeze()
+        housekeeping = Housekeeping(app.state.drain.watches, telemetry.metrics.registry).start()
+        telemetry.hooks.append(housekeeping.served)
         try:
             yield
         finally:
@@ -207,6 +210,7 @@ def create_app(
             await gw.close()
             await keys.close()
             await telemetry.close()
+            await housekeeping.close()
 
     app = FastAPI(
         title="modelgarden",

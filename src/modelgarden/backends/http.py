@@ -40,11 +40,18 @@ _BY_STATUS: dict[int, type[GardenError]] = {
 }
 
 
+#: Seconds an idle pooled upstream connection is kept for reuse (aiohttp's own default).
+#: Long enough for a conversation's quick turns and a burst's tail; short enough that the
+#: connections a burst of concurrent streams opened are closed (aiohttp closes each one
+#: between one and two of these periods after its last use) instead of lingering for minutes.
+KEEPALIVE = 15.0
+
+
 def new_session(*, connect_timeout: float = 10.0) -> aiohttp.ClientSession:
     """A client session tuned for relaying: pooled keep-alive, no body decoding, no cookie
     jar (an upstream's cookies are never kept, so one client's never reach another's
     requests; and no jar is consulted per request)."""
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
     return aiohttp.ClientSession(
         connector=connector,
