@@ -176,7 +176,13 @@ def probe(args: argparse.Namespace, work: Path) -> None:
             pid = server.proc.pid
             gw = psutil.Process(pid)
             releases = memory_figures(server)[RELEASES]  # /metrics answered once, as in load
-            _line("start (no inference yet)", pid, stats, "start" if args.pinning else "")
+            label = "start (no inference yet)"
+            if args.warmup:  # every path used once, and its clean-up done, before the start
+                asyncio.run(run_round(server, args.warmup, args.chunks))
+                _wait_releases(server, releases + 1, PASSES[0] + 5)
+                releases = memory_figures(server)[RELEASES]
+                label = f"start (after {args.warmup} warm-up streams)"
+            _line(label, pid, stats, "start" if args.pinning else "")
             for i in range(args.rounds):
                 cpu, wall = sum(gw.cpu_times()[:2]), time.perf_counter()
                 asyncio.run(run_round(server, args.streams, args.chunks))
@@ -198,6 +204,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--chunks", type=int, default=32)
     parser.add_argument("--pinning", action="store_true", help="list what keeps arenas")
+    parser.add_argument("--warmup", type=int, default=0, help="streams before the start")
     parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE for the gateway")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="garden-memprobe-") as tmp:
