@@ -19,7 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 from modelgarden.api.errors import send_error
 from modelgarden.api.streaming import ClientWatch
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
-from modelgarden.backends.http import new_session
+from modelgarden.backends.http import HOP_BY_HOP, new_session
 from modelgarden.config import Settings
 from modelgarden.errors import BackendUnavailable, ModelNotFound
 from modelgarden.gateway import Gateway, Route, build_backends
@@ -28,10 +28,12 @@ from modelgarden.store.store import ModelStore
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
 from modelgarden.workers import RecordShipper
 
-#: Headers of one connection, never passed on (``host`` is: the primary checks it too).
-HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade"})
-#: Also not passed to the primary: the length (the client library sets it again).
-HOP_IN = HOP | {"content-length"}
+#: Not passed to the primary: the connection's own headers and the length (set again for
+#: the body as sent); ``host`` is, since the primary checks it too.
+TO_PRIMARY = HOP_BY_HOP - {"host"}
+#: Not passed back: the connection's own headers; the length is, the body being relayed
+#: byte for byte.
+FROM_PRIMARY = HOP_BY_HOP - {"content-length"}
 #: What aiohttp would add on its own to a forwarded request.
 NO_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 #: Seconds a model found missing from the store is believed missing (the primary may pull it).
@@ -176,7 +178,7 @@ class Forwarder:
         assert self._session is not None
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         length = next((int(v) for k, v in headers if k == "content-length" and v.isdigit()), -1)
-        drop = HOP_IN | {"origin"} if checked else HOP_IN
+        drop = TO_PRIMARY | {"origin"} if checked else TO_PRIMARY
         headers = [(k, v) for k, v in headers if k not in drop]
         data: bytes | AsyncIterator[bytes]
         if 0 <= length <= WHOLE_BODY:
@@ -204,7 +206,7 @@ class Forwarder:
         task = watch.watching()
         try:
             out = [(k.lower(), v) for k, v in response.raw_headers
-                   if k.lower().decode("latin-1") not in HOP]  # fmt: skip
+                   if k.lower().decode("latin-1") not in FROM_PRIMARY]  # fmt: skip
             await send({"type": "http.response.start", "status": response.status, "headers": out})
             async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
