@@ -207,6 +207,13 @@ class Settings(BaseSettings):
         description="Gateway processes sharing the port: the primary (store, runners, metrics) "
         "and N-1 relay workers for remote backends' inference (see workers.py).",
     )
+    worker_recycle: float = Field(
+        default=0.10,
+        ge=0,
+        validation_alias=_env("GARDEN_WORKER_RECYCLE"),
+        description="A relay worker that settles, idle after a burst, more than this "
+        "fraction above its resident memory at start is replaced by a fresh one (0: never).",
+    )
     log_level: str = Field(default="info", validation_alias=_env("GARDEN_LOG_LEVEL"))
     log_prompts: bool = Field(
         default=False,

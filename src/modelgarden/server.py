@@ -23,7 +23,13 @@ from modelgarden.db import DatabaseError
 from modelgarden.gateway import Gateway
 from modelgarden.security.keys import count_keys
 from modelgarden.telemetry.logging import configure_logging
-from modelgarden.workers import ENV_PRIMARY, ENV_RECORDS_FD, Workers, listen_socket
+from modelgarden.workers import (
+    ENV_PRIMARY,
+    ENV_RECORDS_FD,
+    Workers,
+    listen_socket,
+    steer_to_workers,
+)
 
 log = structlog.get_logger(__name__)
 #: Seconds after the grace period before uvicorn cancels whatever is still running.
@@ -41,7 +47,7 @@ def serve(settings: Settings, config_file: Path | None = None) -> None:
     host, port = settings.bind
     workers: Workers | None = None
     if primary := os.environ.get(ENV_PRIMARY):
-        link = WorkerLink(primary, int(os.environ[ENV_RECORDS_FD]))
+        link = WorkerLink(primary, int(os.environ[ENV_RECORDS_FD]), settings.worker_recycle)
         app = create_app(settings, WorkerGateway(settings), worker=link)
         sockets = [listen_socket(host, port, shared=True, first=False)]
     else:
@@ -51,6 +57,7 @@ def serve(settings: Settings, config_file: Path | None = None) -> None:
         shared = settings.workers > 1
         sockets = [listen_socket(host, port, shared=shared)]
         if shared:
+            steer_to_workers(sockets[0], settings.workers - 1)
             private = listen_socket("127.0.0.1", 0, shared=False)
             sockets.append(private)
             url = f"http://127.0.0.1:{private.getsockname()[1]}"

@@ -14,6 +14,16 @@ deploy), it passes untouched to the primary over a private loopback listener
 worker and its record in the primary: records travel in batches over a pipe, so
 ``/metrics``, the console's charts and the usage table count every process's requests.
 
+While its workers are up, the primary takes no client connection itself: a small BPF
+program on the shared address hands each new connection to a worker's socket (the primary's
+is the group's first; should a worker be missing, the kernel's own spread applies, primary
+included). So the primary's memory carries no relay burst, and a worker's can be given back
+whole: a worker that settles, idle after a burst, more than ``worker_recycle`` above its
+resident memory at start asks to be replaced; the primary starts its successor, waits for
+it to be ready, then stops the old one (SIGTERM: it drains). CPython keeps most of a burst's
+small-object memory for good (docs/RELIABILITY.md), so this is how the gateway returns to
+its start.
+
 The primary watches its workers: one that dies is started again (after a pause that grows
 while it keeps dying); a worker whose primary is gone stops itself. On SIGTERM the primary
 tells its workers at once, so all drain together.
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -52,7 +63,13 @@ SHIP_EVERY = 0.25
 MAX_RESTART_PAUSE = 30.0
 #: A worker that lived this long before dying is restarted at once.
 STABLE_AFTER = 10.0
+#: How long a worker's successor may take to be ready before the old one is kept instead.
+READY_WITHIN = 60.0
 _LENGTH = struct.Struct("!I")
+#: Linux's SO_ATTACH_REUSEPORT_CBPF and the classic BPF opcodes the steering program uses.
+_SO_ATTACH_REUSEPORT_CBPF = 51
+_BPF_LD_W_ABS, _BPF_ALU_MOD_K, _BPF_ALU_ADD_K, _BPF_RET_A = 0x20, 0x94, 0x04, 0x16
+_SKF_AD_RANDOM = (-0x1000 + 56) & 0xFFFFFFFF  # the "random number" ancillary load
 
 
 def listen_socket(host: str, port: int, *, shared: bool, first: bool = True) -> socket.socket:
@@ -78,6 +95,29 @@ def listen_socket(host: str, port: int, *, shared: bool, first: bool = True) -> 
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(2048)
     return sock
+
+
+def steer_to_workers(sock: socket.socket, workers: int) -> bool:
+    """Hand the new connections of ``sock``'s ``SO_REUSEPORT`` group to its members after the
+    first (the primary's), at random: ``1 + random % workers``. An index past the group's
+    end (a worker missing) falls back to the kernel's hash over every member. Returns
+    whether the kernel took the program (Linux only; elsewhere every process takes its
+    share, as without it).
+    """
+    program = [
+        (_BPF_LD_W_ABS, 0, 0, _SKF_AD_RANDOM),
+        (_BPF_ALU_MOD_K, 0, 0, workers),
+        (_BPF_ALU_ADD_K, 0, 0, 1),
+        (_BPF_RET_A, 0, 0, 0),
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in program))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(code))  # struct sock_fprog
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, fprog)
+    except OSError as exc:
+        log.warning("cannot steer connections to the workers", error=str(exc))
+        return False
+    return True
 
 
 # -- records: worker -> primary -------------------------------------------------------------
@@ -122,10 +162,20 @@ class RecordShipper:
 
     def flush(self) -> None:
         """Write what is queued, as one batch."""
-        if not self.pending or self._transport is None or self._transport.is_closing():
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self._write(batch)
+
+    def tell(self, **message: Any) -> None:
+        """Send the primary a message about this worker (``ready``, ``retire``), after the
+        records queued before it."""
+        self.flush()
+        self._write(message)
+
+    def _write(self, frame: list[Any] | dict[str, Any]) -> None:
+        if self._transport is None or self._transport.is_closing():
             return
-        batch, self.pending = self.pending, []
-        data = orjson.dumps(batch)
+        data = orjson.dumps(frame)
         self._transport.write(_LENGTH.pack(len(data)) + data)
 
     async def close(self) -> None:
@@ -141,10 +191,16 @@ class RecordShipper:
 
 class RecordReader(asyncio.Protocol):
     """The primary's end of one worker's record pipe: each batch's records are accounted
-    for as if the primary had served them (metrics, series, usage)."""
+    for as if the primary had served them (metrics, series, usage); the worker's messages
+    (a JSON object instead of a batch) go to ``told``."""
 
-    def __init__(self, account: Callable[[RequestRecord], None]) -> None:
+    def __init__(
+        self,
+        account: Callable[[RequestRecord], None],
+        told: Callable[[dict[str, Any]], None] = lambda _message: None,
+    ) -> None:
         self.account = account
+        self.told = told
         self.buffer = bytearray()
         #: Done when the worker's end is closed (it exited): every batch has been read.
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -163,6 +219,9 @@ class RecordReader(asyncio.Protocol):
             del self.buffer[: _LENGTH.size + size]
             try:
                 batch = orjson.loads(raw)
+                if isinstance(batch, dict):
+                    self.told(batch)
+                    continue
                 records = [RequestRecord(*fields) for fields in batch]
             except (orjson.JSONDecodeError, TypeError) as exc:
                 log.error("bad record batch from a worker", error=str(exc))
@@ -176,7 +235,7 @@ class RecordReader(asyncio.Protocol):
 
 class Workers:
     """Owns the primary's relay worker processes: starts them, starts again one that dies,
-    stops them all; reads each one's record pipe."""
+    replaces one that asks to retire, stops them all; reads each one's record pipe."""
 
     def __init__(
         self,
@@ -191,9 +250,16 @@ class Workers:
         self.primary_url = primary_url
         self.account = account
         self.config_file = config_file
+        #: The current process of each worker number.
         self.procs: dict[int, asyncio.subprocess.Process] = {}
-        self.readers: dict[int, RecordReader] = {}
+        #: How many workers have been replaced at their request since the start.
+        self.recycled = 0
         self.stopping = False
+        self._readers: set[RecordReader] = set()
+        #: Replaced workers still draining, each with the task that waits for its exit.
+        self._leaving: dict[asyncio.subprocess.Process, asyncio.Task[int]] = {}
+        self._ready: dict[int, asyncio.Event] = {}  # by pid
+        self._retire: dict[int, asyncio.Event] = {}  # by worker number
         self._tasks: list[asyncio.Task[None]] = []
 
     def _env(self, index: int, fd: int) -> dict[str, str]:
@@ -218,6 +284,7 @@ class Workers:
     async def start(self) -> None:
         """Start every worker, each watched by its own task."""
         for index in range(1, self.count):
+            self._retire[index] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._keep(index)))
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
@@ -229,30 +296,81 @@ class Workers:
             )  # fmt: skip
         finally:
             os.close(write_fd)
+        ready = self._ready[proc.pid] = asyncio.Event()
+        reader = RecordReader(self.account, lambda message: self._told(index, ready, message))
+        self._readers.add(reader)
+        reader.closed.add_done_callback(lambda _: self._readers.discard(reader))
         loop = asyncio.get_running_loop()
-        reader = self.readers[index] = RecordReader(self.account)
         await loop.connect_read_pipe(lambda: reader, os.fdopen(read_fd, "rb"))
         log.info("worker started", worker=index, pid=proc.pid)
         return proc
 
+    def _told(self, index: int, ready: asyncio.Event, message: dict[str, Any]) -> None:
+        if message.get("ready"):
+            ready.set()
+        elif "retire" in message:
+            log.info("worker asks to be replaced", worker=index, **message["retire"])
+            self._retire[index].set()
+
     async def _keep(self, index: int) -> None:
         pause = 0.5
+        proc = await self._spawn(index)
         while not self.stopping:
+            self.procs[index] = proc
             began = time.monotonic()
-            proc = self.procs[index] = await self._spawn(index)
-            code = await proc.wait()
+            retire = asyncio.ensure_future(self._retire[index].wait())
+            exited = asyncio.ensure_future(proc.wait())
+            await asyncio.wait({retire, exited}, return_when=asyncio.FIRST_COMPLETED)
+            retire.cancel()
+            self._retire[index].clear()
             if self.stopping:
                 return
+            if not exited.done():  # it asked to retire: its successor first, then it goes
+                proc = await self._succeed(index, proc)
+                continue
+            self._ready.pop(proc.pid, None)
             lived = time.monotonic() - began
             pause = 0.5 if lived > STABLE_AFTER else min(pause * 2, MAX_RESTART_PAUSE)
-            log.error("worker exited; starting it again", worker=index, code=code, pause_s=pause)
+            log.error(
+                "worker exited; starting it again", worker=index, code=exited.result(),
+                pause_s=pause,
+            )  # fmt: skip
             await asyncio.sleep(pause)
+            proc = await self._spawn(index)
+
+    async def _succeed(
+        self, index: int, old: asyncio.subprocess.Process
+    ) -> asyncio.subprocess.Process:
+        """Start worker ``index``'s successor; once it is ready, stop ``old``. Returns the
+        process that is now worker ``index`` (``old`` if its successor failed)."""
+        new = await self._spawn(index)
+        ready = asyncio.ensure_future(self._ready[new.pid].wait())
+        exited = asyncio.ensure_future(new.wait())
+        await asyncio.wait(
+            {ready, exited}, timeout=READY_WITHIN, return_when=asyncio.FIRST_COMPLETED
+        )
+        ready.cancel()
+        if not self._ready[new.pid].is_set():
+            log.error("a worker's successor did not start; keeping it", worker=index)
+            with contextlib.suppress(ProcessLookupError):
+                new.kill()
+            await new.wait()
+            self._ready.pop(new.pid, None)
+            return old
+        with contextlib.suppress(ProcessLookupError):
+            old.send_signal(signal.SIGTERM)  # it drains and exits; its records still count
+        self._ready.pop(old.pid, None)
+        gone = self._leaving[old] = asyncio.create_task(old.wait())
+        gone.add_done_callback(lambda _: self._leaving.pop(old, None))
+        self.recycled += 1
+        log.info("worker replaced", worker=index, old_pid=old.pid, pid=new.pid)
+        return new
 
     def signal_stop(self) -> None:
         """Tell every worker to stop (SIGTERM: each drains like the primary). Safe to call
         from a signal handler and more than once."""
         self.stopping = True
-        for proc in self.procs.values():
+        for proc in self._all():
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
@@ -263,15 +381,18 @@ class Workers:
         self.signal_stop()
         for task in self._tasks:
             task.cancel()
-        waits = [p.wait() for p in self.procs.values() if p.returncode is None]
+        waits = [p.wait() for p in self._all() if p.returncode is None]
         try:
             async with asyncio.timeout(within):
                 await asyncio.gather(*waits)
-                await asyncio.gather(*(r.closed for r in self.readers.values()))
+                await asyncio.gather(*(r.closed for r in list(self._readers)))
         except TimeoutError:
-            for proc in self.procs.values():
+            for proc in self._all():
                 if proc.returncode is None:
                     log.error("worker did not stop in time; killing it", pid=proc.pid)
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     await proc.wait()
+
+    def _all(self) -> list[asyncio.subprocess.Process]:
+        return [*self.procs.values(), *self._leaving]

@@ -1,11 +1,12 @@
 """``garden serve --workers N``: one primary and relay workers on one port, all real.
 
-Connections are spread by the kernel, so each test opens many (one per client) and checks
-from the processes' own sockets that more than one process served them.
+Connections are spread over the workers at random, so each test opens many (one per
+client) and checks from the processes' own sockets which processes served them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -111,7 +112,9 @@ def test_workers_share_the_port_and_every_request_is_counted_once(
             tags = client.get("/api/tags")  # not a hot route: the primary answers it
             names = [m["name"] for m in tags.json()["models"]]
             assert DEFAULT_MODEL in names and f"{REMOTE}:latest" in names
-        assert len(serving(server)) >= 2, "the kernel gave every connection to one process"
+        took = serving(server)
+        assert len(took) >= 2, "every connection went to one worker"
+        assert server.proc.pid not in took, "the primary took clients while its workers are up"
     finally:
         for client in clients:
             client.close()
@@ -223,7 +226,7 @@ def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_browser_rules_hold_once_in_every_process(make_garden: MakeGarden) -> None:
     server = make_garden(GARDEN_WORKERS="2", OLLAMA_ORIGINS="https://app.example")
-    wait_for_workers(server, 1)
+    (worker,) = wait_for_workers(server, 1)
     body = {"model": DEFAULT_MODEL, "messages": HELLO, "stream": False,
             "options": {**GREEDY, "num_predict": 2}}  # fmt: skip
     allowed = {"origin": "https://app.example"}
@@ -241,7 +244,8 @@ def test_browser_rules_hold_once_in_every_process(make_garden: MakeGarden) -> No
             assert client.post("/api/chat", json=body, headers=evil).status_code == 403
             gone = client.request("DELETE", "/api/delete", json={"model": "x"}, headers=evil)
             assert gone.status_code == 403
-        assert len(serving(server)) >= 2
+        # the worker took every client and passed the primary what it does not answer
+        assert serving(server) == {worker.pid}
     finally:
         for client in clients:
             client.close()
@@ -274,3 +278,56 @@ def test_large_uploads_stream_through_a_worker_to_the_store(make_garden: MakeGar
             assert client.head(f"/api/blobs/{digest}").status_code == 200
         stored = server.models / "blobs" / digest.replace(":", "-")
         assert stored.read_bytes() == data, i
+
+
+async def _burst(url: str, count: int) -> list[int]:
+    """``count`` streamed chat completions at once, each on its own connection."""
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def one() -> int:
+            body = {"model": REMOTE, "messages": HELLO, "stream": True}
+            async with client.stream("POST", "/v1/chat/completions", json=body) as answer:
+                text = (await answer.aread()).decode()
+                assert text.rstrip().endswith("data: [DONE]"), text[-200:]
+                return answer.status_code
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def test_a_worker_that_stays_above_its_start_after_a_burst_is_replaced_without_a_gap(
+    make_garden: MakeGarden, tmp_path: Path, openrouter: OpenRouterStub
+) -> None:
+    server = garden_with(make_garden, tmp_path, openrouter, 2, GARDEN_WORKER_RECYCLE="0.01")
+    (old,) = wait_for_workers(server, 1)
+    assert asyncio.run(_burst(server.url, 200)) == [200] * 200
+    failures: list[str] = []
+    answered = 0
+
+    def replaced() -> bool:  # meanwhile, a new connection every poll: none may fail
+        nonlocal answered
+        try:
+            version = httpx.get(server.url + "/api/version", timeout=10)
+            answered += version.status_code == 200
+        except httpx.HTTPError as exc:
+            failures.append(repr(exc))
+        return not old.is_running() or old.status() == psutil.STATUS_ZOMBIE
+
+    # The worker settles after the idle clean-ups (35 s quiet), asks, and is replaced.
+    assert wait_until(replaced, timeout=90), server.logs()[-3000:]
+    assert failures == [] and answered > 100
+    (new,) = wait_for_workers(server, 1)
+    assert new.pid != old.pid
+    logs = server.logs()
+    assert "worker asks to be replaced" in logs and "worker replaced" in logs
+    asked = next(json.loads(x) for x in logs.splitlines() if "worker asks to be replaced" in x)
+    assert asked["growth_pct"] > 1.0
+    answer = httpx.post(server.url + "/api/chat", json={"model": REMOTE, "messages": HELLO,
+                                                        "stream": False})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+
+    def counted() -> bool:
+        return value(scrape(server), "garden_requests_total", backend="openrouter") == 201
+
+    assert wait_until(counted, timeout=10), scrape(server)
+    assert server.stop() == 0

@@ -200,6 +200,10 @@ def create_app(
         gc.freeze()
         housekeeping = Housekeeping(app.state.drain.watches, telemetry.metrics.registry).start()
         telemetry.hooks.append(housekeeping.served)
+        if worker is not None:
+            link = worker
+            housekeeping.settled = lambda done: link.settled(done, housekeeping.start_rss)
+            worker.ready()
         try:
             yield
         finally:

@@ -23,6 +23,7 @@ from modelgarden.backends.http import HOP_BY_HOP, new_session
 from modelgarden.config import Settings
 from modelgarden.errors import BackendUnavailable, ModelNotFound
 from modelgarden.gateway import Gateway, Route, build_backends
+from modelgarden.lifecycle.housekeeping import Release
 from modelgarden.store.names import normalize
 from modelgarden.store.store import ModelStore
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
@@ -135,17 +136,38 @@ def replay(body: bytes, receive: Receive) -> Receive:
 
 
 class WorkerLink:
-    """Owns a relay worker's ties to its primary: the :class:`Forwarder` and the
-    :class:`~modelgarden.workers.RecordShipper`."""
+    """Owns a relay worker's ties to its primary: the :class:`Forwarder`, the
+    :class:`~modelgarden.workers.RecordShipper`, and its request to be replaced once it
+    settles, idle after a burst, more than ``recycle`` above its start's resident memory."""
 
-    def __init__(self, primary_url: str, records_fd: int) -> None:
+    def __init__(self, primary_url: str, records_fd: int, recycle: float = 0.0) -> None:
         self.forwarder = Forwarder(primary_url)
         self.shipper = RecordShipper(records_fd)
+        self.recycle = recycle
+        self.retiring = False
 
     async def start(self) -> None:
         """Open the connections and the record pipe."""
         await self.forwarder.start()
         await self.shipper.start()
+
+    def ready(self) -> None:
+        """Tell the primary this worker is set up (it is about to accept connections)."""
+        self.shipper.tell(ready=True)
+
+    def settled(self, release: Release, start_rss: int) -> None:
+        """The worker is idle and cleaned up after a burst: if it stays more than
+        ``recycle`` above its start, ask the primary for a successor (once)."""
+        if self.retiring or not self.recycle or start_rss <= 0:
+            return
+        growth = release.rss_after / start_rss - 1
+        if growth > self.recycle:
+            self.retiring = True
+            self.shipper.tell(
+                retire={"rss_mib": round(release.rss_after / (1 << 20), 1),
+                        "start_mib": round(start_rss / (1 << 20), 1),
+                        "growth_pct": round(growth * 100, 1)}
+            )  # fmt: skip
 
     async def close(self) -> None:
         """Ship the last records, close everything."""

@@ -76,7 +76,8 @@ class Housekeeping:
     It looks once per ``tick`` at ``in_flight``, the live collection of the inference
     requests in flight (the app's ``Drain.watches``), and at whether :meth:`served` was
     called since its last look (a telemetry hook, once per finished request), so traffic
-    that comes and goes between two looks counts too.
+    that comes and goes between two looks counts too. After the last clean-up of an idle
+    period it calls ``settled`` with it (a relay worker decides there whether to retire).
     """
 
     def __init__(
@@ -100,11 +101,17 @@ class Housekeeping:
         self._trim = _malloc_trim()
         self._process = psutil.Process()
         self._task: asyncio.Task[None] | None = None
+        #: Resident bytes when it started looking (the process's start, once set up).
+        self.start_rss = 0
+        self.settled: Callable[[Release], None] | None = None
         if registry is not None:
             registry.register(self)
 
     def start(self) -> Housekeeping:
         """Start looking (in the running event loop); returns itself."""
+        if self._trim is not None:  # the start without the set-up's freed heap pages
+            self._trim()
+        self.start_rss = self._process.memory_info().rss
         self._task = asyncio.create_task(self._run(), name="housekeeping")
         return self
 
@@ -126,7 +133,9 @@ class Housekeeping:
             now = loop.time()
             if self.due(now):
                 assert self._busy_at is not None
-                await self.release(now - self._busy_at)
+                done = await self.release(now - self._busy_at)
+                if self._next == len(self.passes) and self.settled is not None:
+                    self.settled(done)
 
     def due(self, now: float) -> bool:
         """Whether a clean-up is due at ``now`` (event-loop time); notes requests in flight."""
