@@ -25,10 +25,12 @@ from benchmarks.reliability.faults import (
 from benchmarks.reliability.harness import ROOT, SCALES, Result, Scale
 from benchmarks.reliability.load import load_model, load_stub, soak
 from benchmarks.reliability.pulls import disk_full, gateway_killed
+from benchmarks.reliability.recycle import load_workers
 from benchmarks.reliability.shutdown import shutdown
 
 SCENARIOS: dict[str, Callable[[Scale, Path], Result]] = {
     "load_stub": load_stub,
+    "load_workers": load_workers,
     "load_model": load_model,
     "runner_killed": runner_killed,
     "upstream_killed": upstream_killed,

@@ -46,8 +46,9 @@ class Scale:
     model_tokens: int
     soak_seconds: float
     grace: float
-    #: How far above its start the gateway's resident memory may stay once idle after the
-    #: stub load (issue 11 states it for 1,000 streams; at 200 it is recorded, not checked).
+    #: How far above its start the gateway's resident memory (its processes together) may
+    #: stay once settled after the load through relay workers (issue 11 states it for 1,000
+    #: streams; at 200 it is recorded, not checked).
     idle_rss_bound: float | None = None
 
 

@@ -136,7 +136,7 @@ class _Load:
             "fds_idle": self.idle.fds,
         }
 
-    def judge(self, result: Result, rss_bound: float | None) -> None:
+    def judge(self, result: Result) -> None:
         """No growth over the rounds; once idle, live allocations and descriptors back."""
         first, last, start, idle = self.rounds[0], self.rounds[-1], self.start, self.idle
         result.check(
@@ -160,26 +160,20 @@ class _Load:
             idle.fds <= start.fds + 16,
             f"descriptors not back once idle: {start.fds} -> {idle.fds}",
         )
-        if rss_bound is not None:
-            result.check(
-                idle.rss <= start.rss * (1 + rss_bound),
-                f"resident memory {mib(idle.rss)} MiB once idle, more than {rss_bound:.0%} "
-                f"above its start ({mib(start.rss)} MiB)",
-            )
 
 
 def load_stub(scale: Scale, work: Path) -> Result:
     """Scenario 1a."""
     n, rounds, chunks = scale.stub_streams, scale.stub_rounds, scale.stub_chunks
-    bound = scale.idle_rss_bound
     result = Result(
         "load: streams to a stub",
         f"{n} concurrent streams ({chunks} chunks each, half Ollama relayed, half OpenAI "
         f"relayed) x {rounds} rounds: no error but documented 503s, every stream whole to "
         "its last line; no growth over the rounds (memory after the last round within 10% "
         "of after the first, descriptors flat); once idle after the load, the gateway's "
-        f"live allocations within {LIVE_BOUND:.0%} of its start and its descriptors back"
-        + (f", its resident memory within {bound:.0%} of its start" if bound else ""),
+        f"live allocations within {LIVE_BOUND:.0%} of its start and its descriptors back "
+        "(its resident memory is recorded: one process keeps a burst's small-object arenas; "
+        "load_workers checks the gateway's return to its start)",
     )
     raise_fd_limit()
     with stubs("--chunks", str(chunks)) as stub:
@@ -214,7 +208,7 @@ def load_stub(scale: Scale, work: Path) -> Result:
         **load.figures(),
     }
     result.check(totals["ok"] + totals["busy_503"] == n * rounds, "some streams failed")
-    load.judge(result, bound)
+    load.judge(result)
     return result
 
 

@@ -15,7 +15,8 @@ system only when every object in it is gone, and a burst's arenas each keep a fe
 that outlive it (a metric's current value, a pending timer, a cached header). So the
 process keeps close to its high-water mark of small objects; what it holds live returns to
 where it started, which ``garden_memory_allocated_blocks`` in ``/metrics`` shows
-(docs/RELIABILITY.md has the figures).
+(docs/RELIABILITY.md has the figures). A relay worker that settles far above its start is
+replaced instead (``settled``, :mod:`modelgarden.workers`).
 """
 
 from __future__ import annotations
