@@ -29,6 +29,8 @@ class OpenRouterStub:
         self.key = key
         self.requests: list[dict[str, Any]] = []
         self.fail_mid_stream = False
+        #: Seconds between streamed words (a slow upstream).
+        self.word_delay = 0.0
         self.port = port
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -163,6 +165,7 @@ class OpenRouterStub:
         else:
             for word in text.split(" "):
                 await response.write(event({"content": word + " "}, None))
+                await asyncio.sleep(self.word_delay)
                 if self.fail_mid_stream:
                     await asyncio.sleep(0.05)
                     assert request.transport is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,50 @@ async def run_round(server: GardenServer, streams: int, chunks: int) -> list[Str
                 url, body = server.url + "/api/chat", ollama_chat("stub", chunks)
             jobs.append(read_stream(http, url, body))
         return list(await asyncio.gather(*jobs))
+
+
+@dataclass
+class Rounds:
+    """What the clients saw over the rounds of a stub load, and a sample after each."""
+
+    walls: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=lambda: {"ok": 0, "busy_503": 0, "bad": 0})
+    samples: list[Sample] = field(default_factory=list)
+
+    def whole(self, scale: Scale) -> bool:
+        """Every stream whole or a documented 503."""
+        ok = self.totals["ok"] + self.totals["busy_503"]
+        return ok == scale.stub_streams * scale.stub_rounds
+
+    def figures(self, scale: Scale) -> dict[str, Any]:
+        n, wall = scale.stub_streams, statistics.median(self.walls)
+        return {
+            "streams": n * scale.stub_rounds,
+            **self.totals,
+            "round_s_median": round(wall, 2),
+            "streams_per_s": round(n / wall, 1),
+            "chunks_per_s": round(n * scale.stub_chunks / wall),
+            "stream_p50_ms": round(_percentile(self.latencies, 0.5) * 1000, 1),
+            "stream_p99_ms": round(_percentile(self.latencies, 0.99) * 1000, 1),
+        }
+
+
+def run_rounds(
+    server: GardenServer, scale: Scale, result: Result, measure: Callable[[], Sample]
+) -> Rounds:
+    """The stub load's rounds of concurrent streams, judged; ``measure`` after each."""
+    n, chunks, out = scale.stub_streams, scale.stub_chunks, Rounds()
+    for _ in range(scale.stub_rounds):
+        began = time.perf_counter()
+        streams = asyncio.run(run_round(server, n, chunks))
+        out.walls.append(time.perf_counter() - began)
+        out.latencies += [s.seconds for s in streams if s.seconds]
+        for key, value in _judge_streams(result, streams, chunks).items():
+            out.totals[key] += value
+        time.sleep(SETTLE)
+        out.samples.append(measure())
+    return out
 
 
 def memory_figures(server: GardenServer) -> dict[str, float]:
@@ -182,32 +227,13 @@ def load_stub(scale: Scale, work: Path) -> Result:
         with gateway(work / "gw", result, **env) as server:
             pid = server.proc.pid
             load = _Load(sample(pid), memory_figures(server))
-            walls: list[float] = []
-            latencies: list[float] = []
-            totals = {"ok": 0, "busy_503": 0, "bad": 0}
-            for _ in range(rounds):
-                began = time.perf_counter()
-                streams = asyncio.run(run_round(server, n, chunks))
-                walls.append(time.perf_counter() - began)
-                latencies += [s.seconds for s in streams if s.seconds]
-                for key, value in _judge_streams(result, streams, chunks).items():
-                    totals[key] += value
-                time.sleep(SETTLE)
-                load.rounds.append(sample(pid))
+            rounds_run = run_rounds(server, scale, result, lambda: sample(pid))
+            load.rounds = rounds_run.samples
             load.loaded_memory = memory_figures(server)
             load.settle_s = _settle(server, load.loaded_memory[RELEASES])
             load.idle, load.idle_memory = sample(pid), memory_figures(server)
-    result.figures = {
-        "streams": n * rounds,
-        **totals,
-        "round_s_median": round(statistics.median(walls), 2),
-        "streams_per_s": round(n / statistics.median(walls), 1),
-        "chunks_per_s": round(n * chunks / statistics.median(walls)),
-        "stream_p50_ms": round(_percentile(latencies, 0.5) * 1000, 1),
-        "stream_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
-        **load.figures(),
-    }
-    result.check(totals["ok"] + totals["busy_503"] == n * rounds, "some streams failed")
+    result.figures = {**rounds_run.figures(scale), **load.figures()}
+    result.check(rounds_run.whole(scale), "some streams failed")
     load.judge(result)
     return result
 

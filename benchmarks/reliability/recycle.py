@@ -9,8 +9,6 @@ relay workers, and a worker that settles above its start is replaced by a fresh 
 
 from __future__ import annotations
 
-import asyncio
-import statistics
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from benchmarks.reliability.harness import (
     stubs,
     wait_until,
 )
-from benchmarks.reliability.load import LIMITS, SETTLE, _judge_streams, _percentile, run_round
+from benchmarks.reliability.load import LIMITS, run_rounds
 from tests.conftest import GardenServer
 
 from modelgarden.lifecycle.housekeeping import PASSES
@@ -87,19 +85,8 @@ def load_workers(scale: Scale, work: Path) -> Result:
             time.sleep(3)  # each worker's set-up done and its start taken
             first = {p.pid for p in workers_of(server)}
             start, primary_start = tree(server), sample(server.proc.pid)
-            walls: list[float] = []
-            latencies: list[float] = []
-            totals = {"ok": 0, "busy_503": 0, "bad": 0}
-            per_round: list[Sample] = []
-            for _ in range(rounds):
-                began = time.perf_counter()
-                streams = asyncio.run(run_round(server, n, chunks))
-                walls.append(time.perf_counter() - began)
-                latencies += [s.seconds for s in streams if s.seconds]
-                for key, value in _judge_streams(result, streams, chunks).items():
-                    totals[key] += value
-                time.sleep(SETTLE)
-                per_round.append(tree(server))
+            rounds_run = run_rounds(server, scale, result, lambda: tree(server))
+            per_round = rounds_run.samples
             loaded_at = time.monotonic()
             settled = wait_until(lambda: _settled(server, loaded_at), timeout=PASSES[-1] + 60)
             result.check(settled, "the workers did not settle (or a replacement hung)")
@@ -108,10 +95,7 @@ def load_workers(scale: Scale, work: Path) -> Result:
             primary = (primary_start, sample(server.proc.pid))
     result.figures = {
         "processes": PROCESSES,
-        "streams": n * rounds,
-        **totals,
-        "streams_per_s": round(n / statistics.median(walls), 1),
-        "stream_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
+        **rounds_run.figures(scale),
         "rss_start_mib": mib(start.rss),
         "rss_per_round_mib": [mib(s.rss) for s in per_round],
         "rss_idle_mib": mib(idle.rss),
@@ -123,7 +107,7 @@ def load_workers(scale: Scale, work: Path) -> Result:
         "fds_after_last_round": per_round[-1].fds,
         "fds_idle": idle.fds,
     }
-    result.check(totals["ok"] + totals["busy_503"] == n * rounds, "some streams failed")
+    result.check(rounds_run.whole(scale), "some streams failed")
     result.check(idle.fds <= start.fds + 16, f"descriptors not back: {start.fds} -> {idle.fds}")
     if bound is not None:
         result.check(

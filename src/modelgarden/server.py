@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import math
 import os
+import signal
 import socket
 from pathlib import Path
 from types import FrameType
@@ -34,6 +35,9 @@ from modelgarden.workers import (
 log = structlog.get_logger(__name__)
 #: Seconds after the grace period before uvicorn cancels whatever is still running.
 LAST_RESORT = 5.0
+#: How long a replaced relay worker lets the answers it is giving finish (its successor
+#: already takes the new clients); a SIGTERM meanwhile brings back the usual grace.
+RETIRE_GRACE = 900.0
 
 
 def serve(settings: Settings, config_file: Path | None = None) -> None:
@@ -85,7 +89,10 @@ def serve(settings: Settings, config_file: Path | None = None) -> None:
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace + LAST_RESORT),
         server_header=False,
     )
-    _Server(config, app.state.drain, settings.shutdown_grace, workers).run(sockets=sockets)
+    server = _Server(config, app.state.drain, settings.shutdown_grace, workers)
+    if primary:  # the primary replaces this worker with SIGUSR1 (see workers.py)
+        signal.signal(signal.SIGUSR1, server.retire)
+    server.run(sockets=sockets)
 
 
 def check_exposure(settings: Settings) -> None:
@@ -194,22 +201,45 @@ class _Server(uvicorn.Server):
     ) -> None:
         super().__init__(config)
         self.drain = drain
-        self.grace = grace
+        self.usual_grace = self.grace = grace
         self.workers = workers
+        self._deadline: asyncio.TimerHandle | None = None
+        self._began = 0.0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+        if self.grace != self.usual_grace:  # after retire(): a real stop keeps its deadline
+            self.grace = self.usual_grace
+            if self._deadline is not None:  # the shutdown has begun: bring its deadline in
+                loop = asyncio.get_event_loop()
+                loop.call_soon_threadsafe(self._set_deadline, loop)
         if self.workers is not None:  # they drain alongside this process
             self.workers.signal_stop()
 
+    def retire(self, sig: int, frame: FrameType | None) -> None:
+        """SIGUSR1, a relay worker replaced by its primary: stop taking clients, let the
+        answers in flight finish (up to :data:`RETIRE_GRACE`), exit."""
+        super().handle_exit(signal.SIGTERM, frame)
+        self.grace = RETIRE_GRACE
+        self.config.timeout_graceful_shutdown = math.ceil(RETIRE_GRACE + LAST_RESORT)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         log.info("shutting down", grace_s=self.grace, in_flight=len(self.drain.watches))
-        timer = asyncio.get_running_loop().call_later(self.grace, self._end_in_flight)
+        loop = asyncio.get_running_loop()
+        self._began = loop.time()
+        self._set_deadline(loop)
         try:
             await super().shutdown(sockets)
         finally:
-            timer.cancel()
+            if self._deadline is not None:
+                self._deadline.cancel()
+
+    def _set_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
+        """End the answers still in flight ``grace`` seconds after the shutdown began."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = loop.call_at(self._began + self.grace, self._end_in_flight)
 
     def _end_in_flight(self) -> None:
         ended = self.drain.end_all()

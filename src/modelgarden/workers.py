@@ -20,7 +20,8 @@ is the group's first; should a worker be missing, the kernel's own spread applie
 included). So the primary's memory carries no relay burst, and a worker's can be given back
 whole: a worker that settles, idle after a burst, more than ``worker_recycle`` above its
 resident memory at start asks to be replaced; the primary starts its successor, waits for
-it to be ready, then stops the old one (SIGTERM: it drains). CPython keeps most of a burst's
+it to be ready, then retires the old one (SIGUSR1: it stops taking clients and exits once
+the answers it is giving are done). CPython keeps most of a burst's
 small-object memory for good (docs/RELIABILITY.md), so this is how the gateway returns to
 its start.
 
@@ -256,8 +257,10 @@ class Workers:
         self.recycled = 0
         self.stopping = False
         self._readers: set[RecordReader] = set()
-        #: Replaced workers still draining, each with the task that waits for its exit.
-        self._leaving: dict[asyncio.subprocess.Process, asyncio.Task[int]] = {}
+        #: Workers that are not their number's current process: a successor starting, a
+        #: replaced one finishing its answers (with the tasks that wait for those to exit).
+        self._others: set[asyncio.subprocess.Process] = set()
+        self._reaping: set[asyncio.Task[None]] = set()
         self._ready: dict[int, asyncio.Event] = {}  # by pid
         self._retire: dict[int, asyncio.Event] = {}  # by worker number
         self._tasks: list[asyncio.Task[None]] = []
@@ -326,6 +329,7 @@ class Workers:
             if self.stopping:
                 return
             if not exited.done():  # it asked to retire: its successor first, then it goes
+                exited.cancel()
                 proc = await self._succeed(index, proc)
                 continue
             self._ready.pop(proc.pid, None)
@@ -344,6 +348,7 @@ class Workers:
         """Start worker ``index``'s successor; once it is ready, stop ``old``. Returns the
         process that is now worker ``index`` (``old`` if its successor failed)."""
         new = await self._spawn(index)
+        self._others.add(new)  # stopped with the rest should the gateway stop meanwhile
         ready = asyncio.ensure_future(self._ready[new.pid].wait())
         exited = asyncio.ensure_future(new.wait())
         await asyncio.wait(
@@ -356,12 +361,17 @@ class Workers:
                 new.kill()
             await new.wait()
             self._ready.pop(new.pid, None)
+            self._others.discard(new)
             return old
-        with contextlib.suppress(ProcessLookupError):
-            old.send_signal(signal.SIGTERM)  # it drains and exits; its records still count
+        self.procs[index] = new
+        self._others.discard(new)
+        self._others.add(old)
+        with contextlib.suppress(ProcessLookupError):  # it lets its answers finish, exits;
+            old.send_signal(signal.SIGUSR1)  # its records still count
         self._ready.pop(old.pid, None)
-        gone = self._leaving[old] = asyncio.create_task(old.wait())
-        gone.add_done_callback(lambda _: self._leaving.pop(old, None))
+        reaper = asyncio.create_task(self._reap(old))
+        self._reaping.add(reaper)
+        reaper.add_done_callback(self._reaping.discard)
         self.recycled += 1
         log.info("worker replaced", worker=index, old_pid=old.pid, pid=new.pid)
         return new
@@ -394,5 +404,9 @@ class Workers:
                         proc.kill()
                     await proc.wait()
 
+    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+        await proc.wait()
+        self._others.discard(proc)
+
     def _all(self) -> list[asyncio.subprocess.Process]:
-        return [*self.procs.values(), *self._leaving]
+        return [*self.procs.values(), *self._others]

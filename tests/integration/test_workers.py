@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -295,14 +296,25 @@ async def _burst(url: str, count: int) -> list[int]:
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
+def _slow_stream(url: str, out: list[str]) -> None:
+    body = {"model": REMOTE, "messages": HELLO, "stream": True}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as answer:
+        out.append(answer.read().decode())
+
+
 def test_a_worker_that_stays_above_its_start_after_a_burst_is_replaced_without_a_gap(
     make_garden: MakeGarden, tmp_path: Path, openrouter: OpenRouterStub
 ) -> None:
-    server = garden_with(make_garden, tmp_path, openrouter, 2, GARDEN_WORKER_RECYCLE="0.01")
+    server = garden_with(
+        make_garden, tmp_path, openrouter, 2, GARDEN_WORKER_RECYCLE="0.01",
+        GARDEN_SHUTDOWN_GRACE="1",  # a stop would cut a stream after 1 s; a retirement does not
+    )  # fmt: skip
     (old,) = wait_for_workers(server, 1)
     assert asyncio.run(_burst(server.url, 200)) == [200] * 200
     failures: list[str] = []
     answered = 0
+    slow: list[str] = []
+    streaming: list[threading.Thread] = []
 
     def replaced() -> bool:  # meanwhile, a new connection every poll: none may fail
         nonlocal answered
@@ -311,11 +323,21 @@ def test_a_worker_that_stays_above_its_start_after_a_burst_is_replaced_without_a
             answered += version.status_code == 200
         except httpx.HTTPError as exc:
             failures.append(repr(exc))
+        if not streaming and "worker asks to be replaced" in server.logs():
+            openrouter.word_delay = 1.0  # a 4 s answer, begun on the worker about to go
+            streaming.append(threading.Thread(target=_slow_stream, args=(server.url, slow)))
+            streaming[0].start()
         return not old.is_running() or old.status() == psutil.STATUS_ZOMBIE
 
     # The worker settles after the idle clean-ups (35 s quiet), asks, and is replaced.
     assert wait_until(replaced, timeout=90), server.logs()[-3000:]
     assert failures == [] and answered > 100
+    streaming[0].join(30)
+    assert len(slow) == 1 and slow[0].rstrip().endswith("data: [DONE]"), slow
+    events = [json.loads(x[6:]) for x in slow[0].splitlines() if x.startswith("data: {")]
+    words = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if "choices" in e)
+    assert words.strip() == "Hello from the stand-in." and all("error" not in e for e in events)
+    openrouter.word_delay = 0.0
     (new,) = wait_for_workers(server, 1)
     assert new.pid != old.pid
     logs = server.logs()
@@ -327,7 +349,7 @@ def test_a_worker_that_stays_above_its_start_after_a_burst_is_replaced_without_a
     assert answer.status_code == 200, answer.text
 
     def counted() -> bool:
-        return value(scrape(server), "garden_requests_total", backend="openrouter") == 201
+        return value(scrape(server), "garden_requests_total", backend="openrouter") == 202
 
     assert wait_until(counted, timeout=10), scrape(server)
     assert server.stop() == 0

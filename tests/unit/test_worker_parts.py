@@ -113,13 +113,16 @@ async def test_housekeeping_calls_settled_after_the_last_pass_only() -> None:
     assert keeper.start_rss > 0
     keeper.served(None)  # a request finished: an idle period begins
 
-    async def releases(count: int) -> None:
-        while keeper.releases < count:
+    async def releases(count: int) -> int:
+        for _ in range(1000):  # 10 s at most
+            if keeper.releases >= count:
+                break
             await asyncio.sleep(0.01)
+        return keeper.releases
 
-    await asyncio.wait_for(releases(1), 10)
+    assert await releases(1) == 1
     assert settled == []  # the first pass is not the last
-    await asyncio.wait_for(releases(2), 10)
+    assert await releases(2) == 2
     await asyncio.sleep(0.1)
     await keeper.close()
     assert keeper.releases == 2 and settled == [keeper.last]
