@@ -21,9 +21,8 @@ included). So the primary's memory carries no relay burst, and a worker's can be
 whole: a worker that settles, idle after a burst, more than ``worker_recycle`` above its
 resident memory at start asks to be replaced; the primary starts its successor, waits for
 it to be ready, then retires the old one (SIGUSR1: it stops taking clients and exits once
-the answers it is giving are done). CPython keeps most of a burst's
-small-object memory for good (docs/RELIABILITY.md), so this is how the gateway returns to
-its start.
+the answers it is giving are done). CPython keeps most of a burst's small-object memory
+for good (docs/RELIABILITY.md), so this is how the gateway returns to its start.
 
 The primary watches its workers: one that dies is started again (after a pause that grows
 while it keeps dying); a worker whose primary is gone stops itself. On SIGTERM the primary
@@ -253,8 +252,8 @@ class Workers:
         self.config_file = config_file
         #: The current process of each worker number.
         self.procs: dict[int, asyncio.subprocess.Process] = {}
-        #: How many workers have been replaced at their request since the start.
-        self.recycled = 0
+        #: How many times each worker number has been replaced at its process's request.
+        self.replaced: dict[int, int] = {}
         self.stopping = False
         self._readers: set[RecordReader] = set()
         #: Workers that are not their number's current process: a successor starting, a
@@ -372,7 +371,7 @@ class Workers:
         reaper = asyncio.create_task(self._reap(old))
         self._reaping.add(reaper)
         reaper.add_done_callback(self._reaping.discard)
-        self.recycled += 1
+        self.replaced[index] = self.replaced.get(index, 0) + 1
         log.info("worker replaced", worker=index, old_pid=old.pid, pid=new.pid)
         return new
 

@@ -344,6 +344,8 @@ def test_a_worker_that_stays_above_its_start_after_a_burst_is_replaced_without_a
     assert "worker asks to be replaced" in logs and "worker replaced" in logs
     asked = next(json.loads(x) for x in logs.splitlines() if "worker asks to be replaced" in x)
     assert asked["growth_pct"] > 1.0
+    (status,) = httpx.get(server.url + "/status").json()["workers"]
+    assert status["pid"] == new.pid and status["replaced"] == 1 and status["running"]
     answer = httpx.post(server.url + "/api/chat", json={"model": REMOTE, "messages": HELLO,
                                                         "stream": False})  # fmt: skip
     assert answer.status_code == 200, answer.text

@@ -252,7 +252,7 @@ def _workers(request: Request) -> list[dict[str, object]]:
             with contextlib.suppress(psutil.Error):
                 rss = psutil.Process(proc.pid).memory_info().rss
         out.append({"index": index, "pid": proc.pid, "running": proc.returncode is None,
-                    "rss": rss})  # fmt: skip
+                    "rss": rss, "replaced": workers.replaced.get(index, 0)})  # fmt: skip
     return out
 
 
