@@ -37,7 +37,7 @@ RECYCLE = 0.10
 
 
 def workers_of(server: GardenServer) -> list[psutil.Process]:
-    """The primary's relay worker processes."""
+    """The primary's relay worker processes (its runner processes are not)."""
     children = psutil.Process(server.proc.pid).children()
     return [p for p in children if "serve" in p.cmdline() and "modelgarden" in p.cmdline()]
 

@@ -23,6 +23,7 @@ import ollama
 import openai
 import psutil
 import pytest
+from benchmarks.reliability.recycle import workers_of
 
 from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, clean_env, free_port
 from tests.integration.test_auth import make_key
@@ -42,12 +43,6 @@ def openrouter() -> Iterator[OpenRouterStub]:
     stub = OpenRouterStub(KEY).start()
     yield stub
     stub.stop()
-
-
-def workers_of(server: GardenServer) -> list[psutil.Process]:
-    """The primary's relay worker processes (its runner processes are not)."""
-    children = psutil.Process(server.proc.pid).children()
-    return [p for p in children if "serve" in p.cmdline() and "modelgarden" in p.cmdline()]
 
 
 def wait_for_workers(server: GardenServer, count: int) -> list[psutil.Process]:
