@@ -80,9 +80,10 @@ def load_workers(scale: Scale, work: Path) -> Result:
             "GARDEN_WORKER_RECYCLE": str(RECYCLE),
         }
         with gateway(work / "gw", result, **env) as server:
-            ready = wait_until(lambda: len(workers_of(server)) == PROCESSES - 1, timeout=60)
+            ready = wait_until(  # each worker set up, its start taken
+                lambda: server.logs().count('"worker ready"') == PROCESSES - 1, timeout=60
+            )
             result.check(ready, "the relay workers did not start")
-            time.sleep(3)  # each worker's set-up done and its start taken
             first = {p.pid for p in workers_of(server)}
             start, primary_start = tree(server), sample(server.proc.pid)
             rounds_run = run_rounds(server, scale, result, lambda: tree(server))

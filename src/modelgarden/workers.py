@@ -191,8 +191,8 @@ class RecordShipper:
 
 class RecordReader(asyncio.Protocol):
     """The primary's end of one worker's record pipe: each batch's records are accounted
-    for as if the primary had served them (metrics, series, usage); the worker's messages
-    (a JSON object instead of a batch) go to ``told``."""
+    for as if the primary had served them (metrics, series, usage). A message (a JSON object
+    instead of a batch) goes to ``told``; ``{"ready": true}`` also sets :attr:`ready`."""
 
     def __init__(
         self,
@@ -201,6 +201,8 @@ class RecordReader(asyncio.Protocol):
     ) -> None:
         self.account = account
         self.told = told
+        #: Set once the worker has said it is set up (about to accept connections).
+        self.ready = asyncio.Event()
         self.buffer = bytearray()
         #: Done when the worker's end is closed (it exited): every batch has been read.
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -220,6 +222,8 @@ class RecordReader(asyncio.Protocol):
             try:
                 batch = orjson.loads(raw)
                 if isinstance(batch, dict):
+                    if batch.get("ready"):
+                        self.ready.set()
                     self.told(batch)
                     continue
                 records = [RequestRecord(*fields) for fields in batch]
@@ -260,7 +264,6 @@ class Workers:
         #: replaced one finishing its answers (with the tasks that wait for those to exit).
         self._others: set[asyncio.subprocess.Process] = set()
         self._reaping: set[asyncio.Task[None]] = set()
-        self._ready: dict[int, asyncio.Event] = {}  # by pid
         self._retire: dict[int, asyncio.Event] = {}  # by worker number
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -289,7 +292,7 @@ class Workers:
             self._retire[index] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._keep(index)))
 
-    async def _spawn(self, index: int) -> asyncio.subprocess.Process:
+    async def _spawn(self, index: int) -> tuple[asyncio.subprocess.Process, RecordReader]:
         read_fd, write_fd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -298,25 +301,24 @@ class Workers:
             )  # fmt: skip
         finally:
             os.close(write_fd)
-        ready = self._ready[proc.pid] = asyncio.Event()
-        reader = RecordReader(self.account, lambda message: self._told(index, ready, message))
+        reader = RecordReader(self.account, lambda message: self._told(index, message))
         self._readers.add(reader)
         reader.closed.add_done_callback(lambda _: self._readers.discard(reader))
         loop = asyncio.get_running_loop()
         await loop.connect_read_pipe(lambda: reader, os.fdopen(read_fd, "rb"))
         log.info("worker started", worker=index, pid=proc.pid)
-        return proc
+        return proc, reader
 
-    def _told(self, index: int, ready: asyncio.Event, message: dict[str, Any]) -> None:
+    def _told(self, index: int, message: dict[str, Any]) -> None:
         if message.get("ready"):
-            ready.set()
+            log.info("worker ready", worker=index)
         elif "retire" in message:
             log.info("worker asks to be replaced", worker=index, **message["retire"])
             self._retire[index].set()
 
     async def _keep(self, index: int) -> None:
         pause = 0.5
-        proc = await self._spawn(index)
+        proc, _ = await self._spawn(index)
         while not self.stopping:
             self.procs[index] = proc
             began = time.monotonic()
@@ -331,7 +333,6 @@ class Workers:
                 exited.cancel()
                 proc = await self._succeed(index, proc)
                 continue
-            self._ready.pop(proc.pid, None)
             lived = time.monotonic() - began
             pause = 0.5 if lived > STABLE_AFTER else min(pause * 2, MAX_RESTART_PAUSE)
             log.error(
@@ -339,27 +340,27 @@ class Workers:
                 pause_s=pause,
             )  # fmt: skip
             await asyncio.sleep(pause)
-            proc = await self._spawn(index)
+            proc, _ = await self._spawn(index)
 
     async def _succeed(
         self, index: int, old: asyncio.subprocess.Process
     ) -> asyncio.subprocess.Process:
         """Start worker ``index``'s successor; once it is ready, stop ``old``. Returns the
         process that is now worker ``index`` (``old`` if its successor failed)."""
-        new = await self._spawn(index)
+        new, reader = await self._spawn(index)
         self._others.add(new)  # stopped with the rest should the gateway stop meanwhile
-        ready = asyncio.ensure_future(self._ready[new.pid].wait())
+        ready = asyncio.ensure_future(reader.ready.wait())
         exited = asyncio.ensure_future(new.wait())
         await asyncio.wait(
             {ready, exited}, timeout=READY_WITHIN, return_when=asyncio.FIRST_COMPLETED
         )
         ready.cancel()
-        if not self._ready[new.pid].is_set():
+        exited.cancel()
+        if not reader.ready.is_set():
             log.error("a worker's successor did not start; keeping it", worker=index)
             with contextlib.suppress(ProcessLookupError):
                 new.kill()
             await new.wait()
-            self._ready.pop(new.pid, None)
             self._others.discard(new)
             return old
         self.procs[index] = new
@@ -367,7 +368,6 @@ class Workers:
         self._others.add(old)
         with contextlib.suppress(ProcessLookupError):  # it lets its answers finish, exits;
             old.send_signal(signal.SIGUSR1)  # its records still count
-        self._ready.pop(old.pid, None)
         reaper = asyncio.create_task(self._reap(old))
         self._reaping.add(reaper)
         reaper.add_done_callback(self._reaping.discard)

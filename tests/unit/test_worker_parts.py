@@ -73,7 +73,7 @@ async def test_records_and_messages_reach_the_primary_in_order() -> None:
     shipper.put(_record("b"))
     await shipper.close()
     await asyncio.wait_for(reader.closed, 5)
-    assert seen == ["a", {"ready": True}, "b"]
+    assert seen == ["a", {"ready": True}, "b"] and reader.ready.is_set()
 
 
 class _Told:
