@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 DEFAULT_MODEL = "smollm2:135m"
 #: Deterministic sampling for every test that generates text.
@@ -67,6 +68,22 @@ class GardenServer:
 
     def runners(self) -> list[psutil.Process]:
         return runner_processes(self.models)
+
+    def queue_depth(self, backend: str = "local") -> float:
+        """``garden_queue_depth`` for ``backend``: requests waiting for a slot now."""
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "garden_queue_depth" and sample.labels["backend"] == backend:
+                    return sample.value
+        return 0.0
+
+    def wait_queue(self, depth: int, timeout: float = 30.0) -> None:
+        """Wait until exactly ``depth`` requests wait in the local queue (not a guessed sleep)."""
+        deadline = time.monotonic() + timeout
+        while (now := self.queue_depth()) != depth:
+            assert time.monotonic() < deadline, f"the queue stayed at {now:g}, not {depth}"
+            time.sleep(0.05)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -490,7 +490,7 @@ def test_a_full_queue_503_is_retried_until_the_server_has_room(
     assert first_line.wait(30)
     queued = threading.Thread(target=queue_one)
     queued.start()
-    time.sleep(0.3)  # let it take the one queue place
+    server.wait_queue(1)  # it holds the one queue place
     statuses: list[int] = []
     hooks = {"response": [lambda response: statuses.append(response.status_code)]}
     with Client(server.url, options=PATIENT, event_hooks=hooks) as c:

@@ -128,7 +128,7 @@ def test_full_queue_answers_503(make_garden: Callable[..., GardenServer]) -> Non
                 lines = busy.aiter_lines()
                 await lines.__anext__()  # the only slot is now generating
                 queued = asyncio.ensure_future(http.post("/api/generate", json=short))
-                await asyncio.sleep(0.5)  # the second request is waiting in the queue
+                await asyncio.to_thread(server.wait_queue, 1)  # the second one waits
                 rejected = await http.post("/api/generate", json=short)
             return rejected.status_code, rejected.json(), (await queued).status_code
 
@@ -194,10 +194,10 @@ def test_a_client_that_leaves_the_queue_frees_its_place(
                 await lines.__anext__()  # the only slot is busy
                 with pytest.raises(httpx.ReadTimeout):  # waits in the queue, then gives up
                     await http.post("/api/generate", json=short, timeout=0.5)
-                await asyncio.sleep(0.3)
+                await asyncio.to_thread(server.wait_queue, 0)
                 # its place in the queue is free again: this one is queued, not refused
                 queued = asyncio.ensure_future(http.post("/api/generate", json=short))
-                await asyncio.sleep(0.5)
+                await asyncio.to_thread(server.wait_queue, 1)
                 assert not queued.done()
                 await lines.aclose()
             return (await queued).status_code
