@@ -71,12 +71,7 @@ class GardenServer:
 
     def queue_depth(self, backend: str = "local") -> float:
         """``garden_queue_depth`` for ``backend``: requests waiting for a slot now."""
-        text = httpx.get(self.url + "/metrics", timeout=10).text
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "garden_queue_depth" and sample.labels["backend"] == backend:
-                    return sample.value
-        return 0.0
+        return value(scrape(self), "garden_queue_depth", backend=backend)
 
     def wait_queue(self, depth: int, timeout: float = 30.0) -> None:
         """Wait until exactly ``depth`` requests wait in the local queue (not a guessed sleep)."""
@@ -84,6 +79,26 @@ class GardenServer:
         while (now := self.queue_depth()) != depth:
             assert time.monotonic() < deadline, f"the queue stayed at {now:g}, not {depth}"
             time.sleep(0.05)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(server: GardenServer) -> Samples:
+    """Every sample of the server's ``/metrics``, parsed with prometheus_client's parser."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels``."""
+    return sum(
+        v for (n, lbls), v in samples.items() if n == name and set(labels.items()) <= set(lbls)
+    )
 
 
 def clean_env(**extra: str) -> dict[str, str]:

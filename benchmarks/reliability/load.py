@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import ollama
 import openai
 from benchmarks.reliability.harness import (
@@ -32,8 +31,7 @@ from benchmarks.reliability.harness import (
     stub_config,
     stubs,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import DEFAULT_MODEL, GardenServer
+from tests.conftest import DEFAULT_MODEL, GardenServer, scrape
 
 from modelgarden.lifecycle.housekeeping import PASSES
 
@@ -131,13 +129,7 @@ def run_rounds(
 
 def memory_figures(server: GardenServer) -> dict[str, float]:
     """The gateway's ``garden_memory_*`` figures from its ``/metrics``."""
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith("garden_memory_")
-    }
+    return {name: v for (name, _), v in scrape(server).items() if name.startswith("garden_memory_")}
 
 
 def _settle(server: GardenServer, releases: float) -> float:

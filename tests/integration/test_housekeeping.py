@@ -12,23 +12,16 @@ from pathlib import Path
 
 import httpx
 from benchmarks.reliability.harness import ollama_chat, stub_config, stubs
-from prometheus_client.parser import text_string_to_metric_families
 
 from modelgarden.lifecycle.housekeeping import QUIET, TICK
-from tests.conftest import GardenServer
+from tests.conftest import GardenServer, scrape, value
 
 #: 40 records 0.2 s apart: 8 s in flight, longer than the quiet period.
 CHUNKS, DELAY = 40, 0.2
 
 
 def releases(server: GardenServer) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == "garden_memory_releases_total"
-    )
+    return value(scrape(server), "garden_memory_releases_total")
 
 
 def test_clean_up_waits_for_quiet_and_never_runs_mid_request(

@@ -13,31 +13,13 @@ import httpx
 import ollama
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, free_port
+from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, free_port, scrape, value
 from tests.integration.test_cli import garden_cmd
 from tests.pg_server import postgres_server
 
 MakeGarden = Callable[..., GardenServer]
 CHAT = [{"role": "user", "content": "Count from one to fifty in words."}]
-
-
-def scrape(server: GardenServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of ``/metrics``, parsed with prometheus_client's own parser."""
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: dict[Any, float], name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include ``labels``."""
-    return sum(
-        v for (n, lbls), v in samples.items() if n == name and set(labels.items()) <= set(lbls)
-    )
 
 
 def request_lines(server: GardenServer, expect: int = 0) -> list[dict[str, Any]]:

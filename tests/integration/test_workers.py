@@ -25,11 +25,18 @@ import psutil
 import pytest
 from benchmarks.reliability.recycle import workers_of
 
-from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, clean_env, free_port
+from tests.conftest import (
+    DEFAULT_MODEL,
+    GREEDY,
+    GardenServer,
+    clean_env,
+    free_port,
+    scrape,
+    value,
+)
 from tests.integration.test_auth import make_key
 from tests.integration.test_lifecycle import wait_until
 from tests.integration.test_routing import KEY, config
-from tests.integration.test_telemetry import scrape, value
 from tests.openrouter_stub import OpenRouterStub
 
 MakeGarden = Callable[..., GardenServer]
