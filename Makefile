@@ -1,6 +1,5 @@
 # Everything the project needs is installed from here, into ./.venv.
-# llama-cpp-python compiles from source the first time (about 5-7 minutes on 2 cores);
-# pip keeps the built wheel in its cache, so later installs take seconds.
+# Nothing compiles: llama.cpp's server engine comes as a prebuilt wheel (xllamacpp).
 
 PYTHON ?= python3
 VENV   ?= .venv

@@ -98,12 +98,12 @@ def _flag(raw: str) -> bool:
 
 
 def gateway_packages() -> list[str]:
-    """The project's dependencies, less llama.cpp: the gateway runs no model itself."""
+    """The project's dependencies, less the engine: the gateway runs no model itself."""
     pyproject = ROOT / "pyproject.toml"
     if not pyproject.is_file():  # inside a container: the image is built already
         return []
     deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    return [d for d in deps if not d.startswith("llama-cpp-python")]
+    return [d for d in deps if not d.startswith("xllamacpp")]
 
 
 def class_options(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:

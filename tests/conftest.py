@@ -156,6 +156,14 @@ def stop_and_check(server: GardenServer) -> None:
 
 
 @pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model of other weights than the default one (see :mod:`tests.tiny_models`)."""
+    from tests.tiny_models import THINK_ANSWER, write_successor_model
+
+    return write_successor_model(tmp_path_factory.mktemp("tiny") / "tiny.gguf", THINK_ANSWER)
+
+
+@pytest.fixture(scope="session")
 def garden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GardenServer]:
     """One gateway shared by the tests that do not change its settings."""
     server = start_server(tmp_path_factory.mktemp("garden"))

@@ -138,14 +138,20 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         validation_alias=_env("GARDEN_NUM_THREADS"),
-        description="Threads per runner; 0: the CPU cores shared out among num_parallel runners.",
+        description="Threads per runner; 0: one per CPU core.",
+    )
+    llama_server: str = Field(
+        default="",
+        validation_alias=_env("GARDEN_LLAMA_SERVER"),
+        description="A llama-server binary to run models with (your own CUDA or Metal build);"
+        " empty: the engine from the xllamacpp wheel.",
     )
     runner_nice: int = Field(
         default=10,
         ge=0,
         le=19,
         validation_alias=_env("GARDEN_RUNNER_NICE"),
-        description="Niceness of the inference threads, so the relay path always runs first.",
+        description="Niceness of the runner processes, so the relay path always runs first.",
     )
     default_model: str = Field(
         default=DEFAULT_MODEL,
@@ -280,6 +286,13 @@ class Settings(BaseSettings):
             raise ValueError("expected an http:// or https:// URL")
         return url
 
+    @field_validator("llama_server")
+    @classmethod
+    def _check_llama_server(cls, value: str) -> str:
+        if value and not (os.path.isfile(value) and os.access(value, os.X_OK)):
+            raise ValueError("expected the path of an executable llama-server binary")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_database(cls, value: str) -> str:
@@ -302,13 +315,12 @@ class Settings(BaseSettings):
 
     @property
     def threads(self) -> int:
-        """Threads each runner uses for generation.
+        """Threads each runner computes with: one per core unless set.
 
-        By default the cores are shared out among the ``num_parallel`` runners of a model:
-        llama.cpp's threads wait for each other at every layer, so more busy threads than
-        cores makes every one of them slow.
+        A model's ``num_parallel`` slots are batched together in its one runner, so they
+        share these threads; more busy threads than cores would make every one slow.
         """
-        return self.num_threads or max(1, (os.cpu_count() or 1) // self.num_parallel)
+        return self.num_threads or max(1, os.cpu_count() or 1)
 
     @classmethod
     def settings_customise_sources(

@@ -54,7 +54,7 @@ def _models(store: ModelStore, settings: Settings, room: int) -> list[dict[str, 
 def report(settings: Settings) -> dict[str, Any]:
     """Everything ``garden doctor`` prints, as JSON-ready data."""
     store = ModelStore(settings.models_dir)
-    here = machine(settings.models_dir)
+    here = machine(settings.models_dir, settings.llama_server)
     room = memory_for_models(here)
     if settings.memory_limit is not None:
         room = min(room, settings.memory_limit)

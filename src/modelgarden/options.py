@@ -2,7 +2,9 @@
 
 One table serves request validation, Modelfile parsing and ``/api/show``'s ``parameters``
 text. Load-time options change how a runner is started (a different value reloads the
-model); the others apply to one request. Unknown options are dropped, as Ollama does.
+model); the others apply to one request. Unknown options are dropped, as Ollama does, and
+so are the legacy ones llama.cpp's server no longer has (:data:`IGNORED_OPTIONS`). Numbers
+must fit the engine's types: a 400 names an option that does not.
 """
 
 from __future__ import annotations
@@ -52,7 +54,25 @@ OPTION_TYPES: dict[str, OptionType] = {
 }
 
 #: Options that are fixed when a runner starts; a request that changes one reloads it.
-LOAD_OPTIONS = frozenset({"num_ctx", "num_batch", "num_gpu", "num_thread", "use_mmap"})
+LOAD_OPTIONS = frozenset({"num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap"})
+#: Accepted for old Modelfiles and clients, and ignored: Ollama dropped them when it moved to
+#: llama.cpp's server, whose samplers and loader have no such settings.
+IGNORED_OPTIONS = frozenset(
+    {
+        "tfs_z",
+        "penalize_newline",
+        "use_mlock",
+        "numa",
+        "low_vram",
+        "f16_kv",
+        "vocab_only",
+        "logits_all",
+        "embedding_only",
+    }
+)
+#: The largest magnitudes the engine's C types hold (int32 counts, float32 values).
+INT_LIMIT = 2**31 - 1
+FLOAT_LIMIT = 3.4e38
 
 
 def _coerce(key: str, kind: OptionType, value: Any) -> Any:
@@ -69,10 +89,14 @@ def _coerce(key: str, kind: OptionType, value: Any) -> Any:
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(f'option "{key}" must be of type integer', param=key)
+        if not -INT_LIMIT <= value <= (2 * INT_LIMIT + 1 if key == "seed" else INT_LIMIT):
+            raise BadRequest(f'option "{key}" is out of range: {value}', param=key)
         return int(value)
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(f'option "{key}" must be of type float', param=key)
+        if not -FLOAT_LIMIT <= value <= FLOAT_LIMIT:  # also refuses NaN
+            raise BadRequest(f'option "{key}" is out of range: {value}', param=key)
         return float(value)
     if not isinstance(value, str):
         raise BadRequest(f'option "{key}" must be of type string', param=key)

@@ -7,9 +7,13 @@ callers on the event loop run :func:`machine` in a thread.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
+import re
 import shutil
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,20 +102,49 @@ def gpus() -> list[GPU]:
         pynvml.nvmlShutdown()
 
 
-def gpu_offload() -> bool:
-    """Whether the installed llama.cpp can put layers on a GPU (a CUDA/Metal build)."""
+#: ``  CUDA0: NVIDIA H100 80GB HBM3 (81079 MiB, 80500 MiB free)``
+_DEVICE = re.compile(r"^\s+(\S+): (.*) \((\d+) MiB, (\d+) MiB free\)\s*$")
+
+
+@functools.lru_cache(maxsize=4)
+def engine_devices(server: str = "") -> tuple[str, ...]:
+    """The accelerators the engine can offload to (``--list-devices``), asked once.
+
+    ``server`` is a ``llama-server`` binary; empty: the engine from the xllamacpp wheel.
+    Asked in a child process, so the gateway never loads the engine's library itself.
+    """
+    program = [server] if server else [sys.executable, "-m", "modelgarden.runner"]
     try:
-        import llama_cpp
+        out = subprocess.run(
+            [*program, "--list-devices"], capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(f"{m[1]}: {m[2]}" for line in out.splitlines() if (m := _DEVICE.match(line)))
 
-        return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:  # an unusual build without the symbol: treat as CPU-only
-        return False
+
+def gpu_offload(server: str = "") -> bool:
+    """Whether the engine can put layers on a GPU (a CUDA, ROCm, Vulkan or Metal build)."""
+    return bool(engine_devices(server))
 
 
-def machine(store: Path) -> Machine:
-    """This machine's resources now; ``store`` is the models folder whose disk matters."""
+def offload_memory(server: str = "") -> int:
+    """Free memory of the largest GPU the engine can offload to (0: it runs on the CPU).
+
+    The engine is asked (a child process) only when the machine has a GPU at all.
+    """
+    found = gpus()
+    if not found or not gpu_offload(server):
+        return 0
+    return max(g.memory_free for g in found)
+
+
+def machine(store: Path, server: str = "") -> Machine:
+    """This machine's resources now; ``store`` is the models folder whose disk matters,
+    ``server`` the engine binary (empty: the wheel's)."""
     memory = psutil.virtual_memory()
     disk_path, disk_total, disk_free = _disk(store)
+    found = gpus()
     return Machine(
         system=f"{platform.system()} {platform.release()} {platform.machine()}",
         cpu_model=_cpu_model(),
@@ -121,6 +154,6 @@ def machine(store: Path) -> Machine:
         disk_path=disk_path,
         disk_total=disk_total,
         disk_free=disk_free,
-        gpus=gpus(),
-        gpu_offload=gpu_offload(),
+        gpus=found,
+        gpu_offload=bool(found) and gpu_offload(server),
     )

@@ -96,6 +96,9 @@ class Chunk:
     """A piece of a streamed answer; the last one has ``finish_reason`` (and usage)."""
 
     text: str = ""
+    #: Reasoning of a thinking model, apart from the answer (Ollama's ``thinking``,
+    #: OpenAI-compatible servers' ``reasoning_content``).
+    thinking: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     finish_reason: FinishReason | None = None

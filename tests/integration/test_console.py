@@ -356,6 +356,7 @@ def test_json_schema_output(page: Page, server: GardenServer) -> None:
         "type": "object",
         "properties": {"city": {"type": "string"}},
         "required": ["city"],
+        "additionalProperties": False,  # JSON Schema allows other keys unless told not to
     }
     page.fill("#chat-schema", json.dumps(schema))
     page.fill("#chat-input", "Name a city in France.")

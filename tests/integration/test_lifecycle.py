@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import ollama
@@ -81,17 +82,18 @@ def test_keep_alive_expiry_unloads(make_garden: Callable[..., GardenServer]) -> 
     assert wait_until(lambda: not server.runners(), timeout=10)
 
 
-def test_least_recently_used_model_is_evicted(make_garden: Callable[..., GardenServer]) -> None:
+def test_least_recently_used_model_is_evicted(
+    make_garden: Callable[..., GardenServer], tiny_gguf: Path
+) -> None:
     server = make_garden(OLLAMA_MAX_LOADED_MODELS="1")
     client = ollama.Client(host=server.url)
-    # same weights, another context size: a separate runner
-    list(client.create("small-ctx", from_=DEFAULT_MODEL, parameters={"num_ctx": 1024}, stream=True))
+    client.create("tiny", files={"tiny.gguf": client.create_blob(tiny_gguf)})
     client.generate(DEFAULT_MODEL, "")
     assert [m.model for m in client.ps().models] == [DEFAULT_MODEL]
-    client.generate("small-ctx", "")
+    client.generate("tiny", "")
     running = client.ps().models
-    assert [m.model for m in running] == ["small-ctx:latest"]
-    assert running[0].context_length == 1024
+    assert [m.model for m in running] == ["tiny:latest"]
+    assert running[0].context_length == 2048  # what the tiny model was trained for
     assert len(server.runners()) == 1
 
 
@@ -114,7 +116,7 @@ def test_num_parallel_runs_requests_side_by_side(make_garden: Callable[..., Gard
     replies = asyncio.run(both())
     assert [r.status_code for r in replies] == [200, 200]
     assert replies[0].json()["response"] == replies[1].json()["response"]
-    assert len(server.runners()) == 2
+    assert len(server.runners()) == 1  # two slots of one runner, one copy of the weights
 
 
 def test_full_queue_answers_503(make_garden: Callable[..., GardenServer]) -> None:

@@ -246,24 +246,24 @@ def test_upstream_dying_mid_stream_ends_with_an_error_record(
 def test_llama_cpp_server_as_openai_upstream(
     make_garden: Callable[..., GardenServer], tmp_path: Path
 ) -> None:
+    """llama.cpp's own server (the engine our runners run, started by hand) behind /v1."""
     port = free_port()
     gguf = find_default_gguf()
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "modelgarden.runner",
             "--model",
             str(gguf),
-            "--model_alias",
+            "--alias",
             "smol-upstream",
-            "--n_ctx",
+            "--ctx-size",
             "1024",
             "--port",
             str(port),
-            "--host",
-            "127.0.0.1",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ},

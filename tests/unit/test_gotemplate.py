@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from modelgarden.runner import gotemplate
-from modelgarden.runner.gotemplate import GoTemplate, TemplateError
+from modelgarden.templates import gotemplate
+from modelgarden.templates.gotemplate import GoTemplate, TemplateError
 
 # Real Ollama templates, verbatim.
 LLAMA31 = """\

@@ -840,8 +840,8 @@ def test_reasoning_effort_becomes_think() -> None:
         req = oa.chat_request_in({"model": "m", "reasoning_effort": effort})
         return ot.request_out(req)[1].get("think")
 
-    assert think("high") is True
-    assert think("low") is True
+    assert think("high") == "high"  # Ollama's think levels
+    assert think("low") == "low"
     assert think("none") is False
     assert think("minimal") is False
     assert "think" not in ot.request_out(oa.chat_request_in({"model": "m"}))[1]
@@ -1067,3 +1067,14 @@ def test_neutral_request_defaults() -> None:
     assert ollama_body == {"model": "m", "messages": [], "stream": False}
     _, openai_body = oa.request_out(req)
     assert openai_body == {"model": "m", "messages": [], "stream": False}
+
+
+def test_reasoning_travels_as_thinking_and_reasoning_content() -> None:
+    record = {"model": "m", "message": {"role": "assistant", "content": "4", "thinking": "2+2"}}
+    chunk = ot.chunk_in({**record, "done": False})
+    assert chunk.thinking == "2+2" and chunk.text == "4"
+    assert ot.chunk_out(chunk, "m", "chat")["message"]["thinking"] == "2+2"
+    assert ot.chunk_out(chunk, "m", "generate")["thinking"] == "2+2"
+    whole = oa.chat_response_out(chunk, "m", "id", 0)
+    assert whole["choices"][0]["message"]["reasoning_content"] == "2+2"
+    assert oa.response_in(whole).thinking == "2+2"

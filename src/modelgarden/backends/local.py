@@ -1,15 +1,18 @@
 """The ``local`` backend: models from the store, answered by runner processes on this machine.
 
 It behaves like an Ollama daemon: it applies a model's Modelfile defaults (system prompt,
-template, parameters, messages), handles ``keep_alive`` and the empty load/unload requests,
-and leases a runner slot from the :class:`Scheduler` for each request. Runners speak the
-Ollama API, so their answers are relayed as bytes.
+template, parameters, messages), checks capabilities, handles ``keep_alive`` and the empty
+load/unload requests, and leases a slot of the model's runner (llama.cpp's server engine)
+from the :class:`Scheduler` for each request; :class:`ModelEngine` renders the prompt and
+turns the engine's stream into Ollama records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -17,23 +20,31 @@ import orjson
 import structlog
 
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
-from modelgarden.backends.http import iter_body, new_session, status_error
+from modelgarden.backends.http import new_session
 from modelgarden.backends.local_views import (
     capabilities,
+    fim_tokens,
+    is_embedding_model,
     list_entry,
     load_record,
+    model_thinking_tags,
     ps_entry,
     show,
 )
 from modelgarden.config import Settings
-from modelgarden.errors import RunnerFailed, UnsupportedCapability
+from modelgarden.engine.client import EngineClient
+from modelgarden.engine.ollama import ModelEngine, ModelTraits
+from modelgarden.engine.records import join
+from modelgarden.errors import BadRequest, UnsupportedCapability
 from modelgarden.lifecycle.memory import MemoryBudget, MemoryEstimate, estimate
-from modelgarden.lifecycle.process import LaunchSpec
+from modelgarden.lifecycle.process import LaunchSpec, RunnerProcess
 from modelgarden.lifecycle.scheduler import Lease, Scheduler
 from modelgarden.options import LOAD_OPTIONS, merge_parameters, validate_options
+from modelgarden.resources import offload_memory
 from modelgarden.store.default import seed_default_model
 from modelgarden.store.gguf import GGUFInfo
 from modelgarden.store.store import LocalModel, ModelStore
+from modelgarden.templates.thinking import think_value
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
 
 log = structlog.get_logger(__name__)
@@ -53,19 +64,27 @@ class LocalBackend:
         self.store = ModelStore(settings.models_dir)
         self.scheduler = Scheduler(
             max_loaded=settings.max_loaded_models,
-            num_parallel=settings.num_parallel,
             max_queue=settings.max_queue,
             default_keep_alive=settings.keep_alive,
             start_timeout=settings.runner_start_timeout,
             budget=MemoryBudget(settings.memory_limit),
         )
         self._session: aiohttp.ClientSession | None = None
+        self._clients: weakref.WeakKeyDictionary[RunnerProcess, EngineClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: Generative models asked for embeddings: their runners start with embeddings on.
+        self._embedders: set[str] = set()
+        #: Free memory of the GPU the engine offloads to (0: it runs on the CPU).
+        self._vram = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Seed the default model into a new store and open the runner connection pool."""
+        """Seed the default model into a new store, ask the engine for GPUs it can use, and
+        open the runner connection pool."""
         await asyncio.to_thread(seed_default_model, self.store, self.settings.default_model)
+        self._vram = await asyncio.to_thread(offload_memory, self.settings.llama_server)
         self._session = new_session(connect_timeout=5.0)
 
     async def close(self) -> None:
@@ -114,46 +133,130 @@ class LocalBackend:
 
     # -- inference -------------------------------------------------------------------------
 
-    def launch_spec(self, model: LocalModel, info: GGUFInfo, options: dict[str, Any]) -> LaunchSpec:
+    def launch_spec(
+        self, model: LocalModel, info: GGUFInfo, options: dict[str, Any], shift: bool = True
+    ) -> LaunchSpec:
         """How the runner for this model and these load-time options is started."""
         num_ctx = int(options.get("num_ctx") or self.settings.context_length)
         trained = info.context_length
         if trained:
             num_ctx = min(num_ctx, trained)
+        embedder = is_embedding_model(info)
         return LaunchSpec(
             model_path=str(model.model_path),
             num_ctx=max(num_ctx, 64),
+            parallel=self.settings.num_parallel,
             num_batch=int(options.get("num_batch") or 512),
             num_thread=int(options.get("num_thread") or self.settings.threads),
+            num_gpu=int(options.get("num_gpu", -1)),
+            main_gpu=int(options.get("main_gpu", -1)),
             use_mmap=bool(options.get("use_mmap", True)),
+            projector=str(model.projector_path or ""),
+            embedding=embedder or str(model.model_path) in self._embedders,
+            pooling="" if embedder else "mean",
+            context_shift=shift,
             nice=self.settings.runner_nice,
+            server=self.settings.llama_server,
         )
 
-    @staticmethod
-    def need(model: LocalModel, info: GGUFInfo, spec: LaunchSpec) -> MemoryEstimate:
-        """The model's estimated memory need when started as ``spec``."""
-        return estimate(info, model.size, spec.num_ctx, spec.num_batch)
+    def need(self, model: LocalModel, info: GGUFInfo, spec: LaunchSpec) -> MemoryEstimate:
+        """The model's estimated memory need when started as ``spec``: with a GPU the engine
+        can use, ``num_gpu`` layers (all by default) go to VRAM as far as it has room."""
+        layers = int(info.arch_value("block_count", 0) or 0) + 1
+        gpu_layers = spec.num_gpu if spec.num_gpu >= 0 else (layers if self._vram else 0)
+        need = estimate(
+            info,
+            model.size,
+            spec.num_ctx,
+            spec.num_batch,
+            parallel=spec.parallel,
+            gpu_layers=gpu_layers,
+        )
+        if need.vram > self._vram and spec.num_gpu < 0:  # the engine fits what it can
+            need = replace(need, vram=self._vram)
+        return need
+
+    def _check(self, request: BackendRequest, model: LocalModel, caps: list[str]) -> None:
+        """Refuse, before anything loads, what the model cannot do (Ollama's 400s)."""
+        body, name = request.body, request.model
+        if request.endpoint != "embed" and "completion" not in caps:
+            raise UnsupportedCapability(f'"{name}" does not support {request.endpoint}')
+        if body.get("think") not in (None, False) and "thinking" not in caps:
+            think_value(body.get("think"))  # an invalid value is its own error
+            raise UnsupportedCapability(f'"{name}" does not support thinking')
+        images = body.get("images") or [
+            i
+            for m in body.get("messages") or []
+            if isinstance(m, dict)
+            for i in m.get("images") or []
+        ]
+        if images and "vision" not in caps:
+            raise UnsupportedCapability(f'"{name}" does not support images')
+        if body.get("raw") and (body.get("template") or body.get("system") or body.get("context")):
+            raise BadRequest("raw mode does not support template, system, or context")
 
     async def send(self, request: BackendRequest) -> BackendResponse:
-        """Answer ``chat``, ``generate`` or ``embed`` from a runner."""
+        """Answer ``chat``, ``generate`` or ``embed`` from the model's runner."""
         model = await self.model(request.model)
         info = await self.gguf(model)
         caps = capabilities(model, info)
-        needed = "embedding" if request.endpoint == "embed" else "completion"
-        if needed == "completion" and needed not in caps:
-            raise UnsupportedCapability(f'"{request.model}" does not support {request.endpoint}')
+        self._check(request, model, caps)
+        if request.endpoint == "embed" and "embedding" not in caps:
+            self._embedders.add(str(model.model_path))  # its runner embeds from now on
         options = merge_parameters(model.parameters, validate_options(request.body.get("options")))
-        spec = self.launch_spec(model, info, options)
+        spec = self.launch_spec(model, info, options, request.body.get("shift") is not False)
         if self._is_empty(request):
             return await self._load_or_unload(request, model, info, spec)
         need = self.need(model, info, spec)
         lease = await self.scheduler.acquire(spec, model.name, model, need, request.keep_alive)
         try:
+            engine = await self._engine(lease, model, info)
             body = self._runner_body(request, model, options)
-            return await self._forward(request, lease, body)
+            if request.endpoint == "embed":
+                result = await engine.embed(body, request.start_ns, lease.load_ns, spec.batch)
+                self.scheduler.release(lease)
+                return _one(orjson.dumps(result), JSON)
+            answer = engine.chat if request.endpoint == "chat" else engine.generate
+            records = await answer(body, lease.load_ns)
         except BaseException:
             self.scheduler.release(lease)
             raise
+        return self._respond(request, lease, records)
+
+    async def _engine(self, lease: Lease, model: LocalModel, info: GGUFInfo) -> ModelEngine:
+        """The model's engine on the leased runner (its properties read once per runner)."""
+        assert self._session is not None
+        client = self._clients.get(lease.runner)
+        if client is None:
+            client = self._clients[lease.runner] = EngineClient(self._session, lease.base_url)
+        traits = ModelTraits(
+            jinja_template=info.chat_template,
+            add_bos=bool(
+                info.metadata.get(
+                    "tokenizer.ggml.add_bos_token",
+                    info.metadata.get("tokenizer.ggml.model") == "llama",
+                )
+            ),
+            thinking_tags=model_thinking_tags(model, info),
+            fim=fim_tokens(info),
+        )
+        return ModelEngine(client, traits, await client.props())
+
+    def _respond(
+        self, request: BackendRequest, lease: Lease, records: AsyncIterator[dict[str, Any]]
+    ) -> BackendResponse:
+        released = False
+
+        async def close() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                await records.aclose()  # type: ignore[attr-defined]
+                self.scheduler.release(lease)
+
+        if request.stream:
+            return BackendResponse(200, NDJSON, _ndjson(records), Api.OLLAMA, close=close)
+        return BackendResponse(200, JSON, _joined(records), Api.OLLAMA, close=close)
 
     @staticmethod
     def _is_empty(request: BackendRequest) -> bool:
@@ -184,20 +287,17 @@ class LocalBackend:
         record = orjson.dumps(
             load_record(request.body.get("model") or model.name, request.endpoint, reason)
         )
-        media = NDJSON if request.stream else JSON
-
-        async def one() -> AsyncIterator[bytes]:
-            yield record + (b"\n" if request.stream else b"")
-
-        return BackendResponse(200, media, one(), Api.OLLAMA)
+        if request.stream:
+            return _one(record + b"\n", NDJSON)
+        return _one(record, JSON)
 
     def _runner_body(
         self, request: BackendRequest, model: LocalModel, options: dict[str, Any]
     ) -> dict[str, Any]:
-        """The request with the model's defaults applied: what the runner receives."""
+        """The request with the model's defaults applied: what the engine answers."""
         body = {k: v for k, v in request.body.items() if k != "keep_alive"}
         body["options"] = {k: v for k, v in options.items() if k not in LOAD_OPTIONS}
-        body["stream"] = request.stream
+        body["_start_ns"] = request.start_ns
         if request.endpoint == "chat":
             messages = list(body.get("messages") or [])
             if model.system and not any(m.get("role") == "system" for m in messages):
@@ -209,33 +309,18 @@ class LocalBackend:
             body["template"] = body.get("template") or model.template
         return body
 
-    async def _forward(
-        self, request: BackendRequest, lease: Lease, body: dict[str, Any]
-    ) -> BackendResponse:
-        assert self._session is not None
-        headers = {
-            "content-type": JSON,
-            "x-garden-start-ns": str(request.start_ns),
-            "x-garden-load-ns": str(lease.load_ns),
-        }
-        url = f"{lease.base_url}/api/{request.endpoint}"
-        try:
-            response = await self._session.post(url, data=orjson.dumps(body), headers=headers)
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise RunnerFailed(f"llama runner process is not answering: {exc}") from None
-        if response.status != 200:
-            raw = await response.read()
-            response.release()
-            raise status_error(response.status, raw, RunnerFailed)
-        released = False
 
-        async def close() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                response.close()
-                self.scheduler.release(lease)
+def _one(data: bytes, media: str) -> BackendResponse:
+    async def body() -> AsyncIterator[bytes]:
+        yield data
 
-        media = NDJSON if request.stream and request.endpoint != "embed" else JSON
-        body_iter = iter_body(response, RunnerFailed, "llama runner process")
-        return BackendResponse(200, media, body_iter, Api.OLLAMA, close=close)
+    return BackendResponse(200, media, body(), Api.OLLAMA)
+
+
+async def _ndjson(records: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for record in records:
+        yield orjson.dumps(record) + b"\n"
+
+
+async def _joined(records: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    yield orjson.dumps(join([record async for record in records]))

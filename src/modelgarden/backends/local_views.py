@@ -6,11 +6,13 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from modelgarden.errors import BadRequest
 from modelgarden.lifecycle.scheduler import LoadedModel
 from modelgarden.options import format_parameters
 from modelgarden.store.gguf import GGUFInfo
 from modelgarden.store.modelfile import render_modelfile
 from modelgarden.store.store import LocalModel
+from modelgarden.templates.thinking import thinking_tags
 from modelgarden.wire.ollama import ListModel, ModelDetails, PsModel, ShowResponse
 
 #: Architectures that only embed (no text generation).
@@ -29,20 +31,43 @@ EMBEDDING_ARCHS = frozenset(
 NEVER = timedelta(days=292 * 365)
 
 
+def is_embedding_model(info: GGUFInfo) -> bool:
+    """Whether the model only embeds (its GGUF names a pooling type, or its architecture)."""
+    return info.architecture in EMBEDDING_ARCHS or "pooling_type" in "".join(info.metadata)
+
+
+def fim_tokens(info: GGUFInfo) -> tuple[int, int, int] | None:
+    """The fill-in-the-middle token ids (prefix, suffix, middle), when the vocabulary has them."""
+    ids = [info.metadata.get(f"tokenizer.ggml.fim_{p}_token_id") for p in ("pre", "suf", "mid")]
+    if all(isinstance(i, int) and i >= 0 for i in ids):
+        return int(ids[0]), int(ids[1]), int(ids[2])  # type: ignore[arg-type]
+    return None
+
+
+def model_thinking_tags(model: LocalModel, info: GGUFInfo) -> tuple[str, str] | None:
+    """The tags of the model's reasoning, when its template thinks (else ``None``)."""
+    try:
+        return thinking_tags(model.template, info.chat_template)
+    except BadRequest:  # a template we cannot parse offers nothing
+        return None
+
+
 def capabilities(model: LocalModel, info: GGUFInfo) -> list[str]:
     """Ollama capability names for a local model.
 
     Every generating model gets ``tools``: when its template does not describe tools, the
-    runner describes them in the system prompt and parses the calls from the answer.
+    gateway describes them in the system prompt and parses the calls from the answer.
+    ``thinking`` comes from the template, ``vision`` from a projector beside the weights.
     """
-    if info.architecture in EMBEDDING_ARCHS or "pooling_type" in "".join(info.metadata):
+    if is_embedding_model(info):
         return ["embedding"]
     caps = ["completion", "tools"]
-    fim = all(
-        f"tokenizer.ggml.fim_{part}_token_id" in info.metadata for part in ("pre", "suf", "mid")
-    )
-    if fim or (model.template and ".Suffix" in model.template):
+    if fim_tokens(info) or (model.template and ".Suffix" in model.template):
         caps.append("insert")
+    if model_thinking_tags(model, info):
+        caps.append("thinking")
+    if model.projector_path is not None:
+        caps.append("vision")
     return caps
 
 
@@ -103,7 +128,7 @@ def ps_entry(loaded: LoadedModel) -> PsModel:
         digest=model.digest,
         details=details(model),
         expires_at=expires_at,
-        size_vram=0,
+        size_vram=loaded.size_vram,
         context_length=loaded.spec.num_ctx,
     )
 

@@ -67,7 +67,7 @@ def _local_facts(store: ModelStore, names: list[str], settings: Settings) -> dic
 
 
 def _room(settings: Settings) -> dict[str, Any]:
-    here = machine(settings.models_dir)
+    here = machine(settings.models_dir, settings.llama_server)
     room = memory_for_models(here)
     if settings.memory_limit is not None:
         room = min(room, settings.memory_limit)

@@ -1,16 +1,23 @@
 """One runner process and its lifecycle.
 
-A runner is ``python -m modelgarden.runner`` holding one model; the gateway talks HTTP to
-it on a loopback port the runner picks and announces on its standard output.
+A runner is llama.cpp's server engine holding one model with ``parallel`` slots: either
+``python -m modelgarden.runner`` (the engine from the ``xllamacpp`` wheel) or a
+``llama-server`` binary the user names. Both take the same flags and speak the same HTTP
+API on a loopback port the gateway picks; the gateway waits for ``GET /health`` to answer
+200, and reads the engine's own account of its buffers (weights, KV cache, compute) from
+the load log on standard error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import enum
 import os
+import re
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -24,6 +31,10 @@ from modelgarden.errors import RunnerFailed
 
 log = structlog.get_logger(__name__)
 
+#: ``CPU_Mapped model buffer size =    92.10 MiB``, ``CUDA0 KV buffer size = 360.00 MiB``.
+_BUFFER = re.compile(r"(\S+)\s+(?:model|KV|compute|output|RS) buffer size\s*=\s*([\d.]+) MiB")
+_PR_SET_PDEATHSIG = 1
+
 
 class RunnerState(enum.Enum):
     """Where a runner process is in its life."""
@@ -36,33 +47,134 @@ class RunnerState(enum.Enum):
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """Everything that decides how a runner is started (and so which runners are alike)."""
+    """Everything that decides how a model's runner is started.
+
+    Two requests whose specs differ need different runners: the scheduler reloads the
+    model's one runner instead of starting a second copy (:attr:`key` names the model).
+    """
 
     model_path: str
+    #: Context of one slot (Ollama's ``num_ctx``); the engine gets ``num_ctx × parallel``.
     num_ctx: int
-    num_batch: int
-    num_thread: int
+    parallel: int = 1
+    num_batch: int = 512
+    num_thread: int = 2
+    #: Layers offloaded to the GPU; -1 lets the engine decide (all that fit), 0 CPU only.
+    num_gpu: int = -1
+    #: The one GPU to use (no split across GPUs); -1: the engine's choice.
+    main_gpu: int = -1
     use_mmap: bool = True
+    projector: str = ""
+    embedding: bool = False
+    #: Pooling of embeddings; empty: the model's own (an embedding model names one).
+    pooling: str = "mean"
+    #: Whether a slot that fills its context drops old tokens (Ollama's ``shift``).
+    context_shift: bool = True
     nice: int = 10
+    #: A ``llama-server`` binary; empty: ``python -m modelgarden.runner``.
+    server: str = ""
 
-    def argv(self) -> list[str]:
-        """The command line of the runner process."""
+    @property
+    def key(self) -> tuple[str, str]:
+        """The model this spec loads (weights and projector), whatever the options."""
+        return self.model_path, self.projector
+
+    @property
+    def batch(self) -> int:
+        """The engine's batch: an embedding runner reads an input in one batch, so it may be
+        as long as a slot (up to 2048 tokens, as Ollama sizes it)."""
+        if self.embedding:
+            return max(self.num_batch, min(self.num_ctx, 2048))
+        return self.num_batch
+
+    def argv(self, port: int) -> list[str]:
+        """The command line of the runner process, serving on ``port``."""
+        program = [self.server] if self.server else [sys.executable, "-m", "modelgarden.runner"]
+        batch = self.batch
         args = [
-            sys.executable,
-            "-m",
-            "modelgarden.runner",
-            "--model",
-            self.model_path,
-            "--ctx",
-            str(self.num_ctx),
-            "--batch",
-            str(self.num_batch),
-            "--threads",
-            str(self.num_thread),
-            "--nice",
-            str(self.nice),
+            *("--model", self.model_path),
+            *("--ctx-size", str(self.num_ctx * self.parallel)),
+            *("--parallel", str(self.parallel)),
+            *("--batch-size", str(batch), "--ubatch-size", str(batch)),
+            *("--threads", str(self.num_thread)),
+            *("--host", "127.0.0.1", "--port", str(port)),
+            *("--cache-ram", "0", "--no-warmup"),
         ]
-        return [*args, "--no-mmap"] if not self.use_mmap else args
+        if self.context_shift:
+            args.append("--context-shift")
+        if self.num_gpu >= 0:
+            args += ["--n-gpu-layers", str(self.num_gpu)]
+        if self.main_gpu >= 0:
+            args += ["--split-mode", "none", "--main-gpu", str(self.main_gpu)]
+        if not self.use_mmap:
+            args.append("--no-mmap")
+        if self.projector:
+            args += ["--mmproj", self.projector]
+        if self.embedding:
+            args += ["--embeddings", *(["--pooling", self.pooling] if self.pooling else [])]
+        if self.server:  # flags only the binary knows (our runner has these as defaults)
+            args += ["--no-webui", "--offline", "--log-verbosity", "4"]
+        return [*program, *args]
+
+
+@dataclass
+class EngineMemory:
+    """What the engine reported allocating at load: in all, and on GPUs."""
+
+    total: int = 0
+    vram: int = 0
+
+    def add(self, device: str, size: int) -> None:
+        """Count one buffer of ``size`` bytes on ``device`` (``CPU``, ``CUDA0``, ...)."""
+        self.total += size
+        if not device.startswith("CPU") and not device.endswith("_Host"):
+            self.vram += size
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _child_setup(nice: int) -> Callable[[], None]:
+    """What the child runs before ``exec``: lower its priority, and die with the gateway.
+
+    Niceness lets the gateway's relay path always run first; the parent-death signal
+    stops a ``llama-server`` binary (which does not watch its standard input) even when
+    the gateway is killed outright.
+    """
+
+    def setup() -> None:
+        if nice > 0:
+            with contextlib.suppress(OSError):
+                os.nice(nice)
+        if sys.platform == "linux":
+            with contextlib.suppress(OSError, AttributeError):
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return setup
+
+
+async def health(port: int) -> int:
+    """The status of ``GET /health`` on a loopback port (0: nothing answers within 1 s)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
+    except (OSError, TimeoutError):
+        return 0
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        line = await asyncio.wait_for(reader.readline(), 1)
+        parts = line.split()
+        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+    except (OSError, TimeoutError):
+        return 0
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
 
 
 class RunnerProcess:
@@ -70,13 +182,13 @@ class RunnerProcess:
 
     States and transitions (:class:`RunnerState`)::
 
-        STOPPED  --start()------------------> STARTING   process spawned, model loading
-        STARTING --"READY <port>" on stdout-> READY      requests may be sent to base_url
-        STARTING --exits / start timeout----> STOPPED    start() raises RunnerFailed (stderr tail)
-        STARTING --start() cancelled--------> STOPPED    the process is killed
-        READY    --stop()-------------------> STOPPING   SIGTERM; SIGKILL after the grace period
-        READY    --process exits by itself--> STOPPED    a crash: on_exit() is called
-        STOPPING --process exits------------> STOPPED    on_exit() is called
+        STOPPED  --start()--------------------> STARTING   process spawned, model loading
+        STARTING --GET /health answers 200----> READY      requests may be sent to base_url
+        STARTING --exits / start timeout------> STOPPED    start() raises RunnerFailed (stderr tail)
+        STARTING --start() cancelled----------> STOPPED    the process is killed
+        READY    --stop()---------------------> STOPPING   SIGTERM; SIGKILL after the grace period
+        READY    --process exits by itself----> STOPPED    a crash: on_exit() is called
+        STOPPING --process exits--------------> STOPPED    on_exit() is called
 
     ``on_exit`` is called exactly once, whenever the process ends after it was started.
     """
@@ -96,6 +208,8 @@ class RunnerProcess:
         self.load_ms = 0.0
         self.started_at = 0.0
         self.returncode: int | None = None
+        #: The engine's buffers as it logged them at load.
+        self.memory = EngineMemory()
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr: deque[str] = deque(maxlen=40)
         self._watch: asyncio.Task[None] | None = None
@@ -131,15 +245,17 @@ class RunnerProcess:
             raise RuntimeError(f"cannot start a runner that is {self.state.value}")
         self.state = RunnerState.STARTING
         self.started_at = time.monotonic()
+        self.port = free_port()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *self.spec.argv(),
+                *self.spec.argv(self.port),
                 stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_child_setup(self.spec.nice),
             )
         except OSError as exc:
             self.state = RunnerState.STOPPED
@@ -155,31 +271,34 @@ class RunnerProcess:
                     f"llama runner did not start within {self.start_timeout:.0f}s"
                 ) from None
             raise
+        self.load_ms = (time.monotonic() - self.started_at) * 1000
         self.state = RunnerState.READY
         self._watch = asyncio.create_task(self._watch_exit())
         log.debug("runner ready", pid=self.pid, port=self.port, model=self.spec.model_path)
 
     async def _await_ready(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
+        """Poll ``/health`` (often at first: a small model loads in a few hundred ms)."""
+        assert self._proc is not None
+        delay = 0.005
         while True:
-            line = await self._proc.stdout.readline()
-            if not line:
-                await self._proc.wait()
-                if self._drain is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._drain, 2)
-                reason = self.stderr_tail() or f"exit status {self._proc.returncode}"
-                raise RunnerFailed(f"llama runner process has terminated: {reason}")
-            parts = line.decode(errors="replace").split()
-            if len(parts) >= 2 and parts[0] == "READY":
-                self.port = int(parts[1])
-                self.load_ms = float(parts[2]) if len(parts) > 2 else 0.0
-                return
+            if self._proc.returncode is not None or await health(self.port) == 200:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+        if self._proc.returncode is not None:
+            if self._drain is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._drain, 2)
+            reason = self.stderr_tail() or f"exit status {self._proc.returncode}"
+            raise RunnerFailed(f"llama runner process has terminated: {reason}")
 
     async def _drain_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
         async for raw in self._proc.stderr:
-            self._stderr.append(raw.decode(errors="replace").rstrip())
+            line = raw.decode(errors="replace").rstrip()
+            if self.state is RunnerState.STARTING and (found := _BUFFER.search(line)):
+                self.memory.add(found[1], int(float(found[2]) * (1 << 20)))
+            self._stderr.append(line)
 
     async def _watch_exit(self) -> None:
         assert self._proc is not None

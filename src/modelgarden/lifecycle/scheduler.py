@@ -3,17 +3,20 @@
 The scheduler follows Ollama's rules: a model loads on the first request for it, stays
 loaded for ``keep_alive`` after its last request (a negative value: forever, ``0``: unload
 right after the answer), at most ``max_loaded_models`` are loaded at once (the least
-recently used idle one makes room; models pinned with a negative keep-alive go last), each
-model answers ``num_parallel`` requests at once (one runner process per slot, started when
-needed; the weights are shared through mmap), and at most ``max_queue`` requests wait; past
-that a request gets 503.
+recently used idle one makes room; models pinned with a negative keep-alive go last), and
+at most ``max_queue`` requests wait; past that a request gets 503.
+
+Each loaded model is **one** runner process, the engine with ``parallel`` slots batched
+together over one copy of the weights; a semaphore of ``parallel`` hands the slots out. A
+request whose load options differ from the runner's (:class:`LaunchSpec`: ``num_ctx``,
+``num_gpu``, ...) waits until the model is idle and reloads it: never a second copy.
+Requests arriving meanwhile wait for the reload rather than keep the old runner busy.
 
 Memory is admitted as well (:class:`MemoryBudget`): before a runner starts, its estimated
 need must fit in what is free; idle models are evicted (least recently used first) to make
 room, a model waits for busy ones only when their memory would make it fit, and a model
 that cannot fit even then is refused with :class:`InsufficientMemory` instead of being
-left to the kernel's OOM killer. A further runner of a loaded model that does not fit is
-not started: the request waits for one of the model's own runners.
+left to the kernel's OOM killer.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +39,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class LoadedModel:
-    """A model in memory: its runner processes, active requests and keep-alive deadline."""
+    """A model in memory: its one runner, requests in its slots, its keep-alive deadline."""
 
     spec: LaunchSpec
     name: str
@@ -44,23 +47,40 @@ class LoadedModel:
     keep_alive: float
     need: MemoryEstimate
     slots: asyncio.Semaphore
-    runners: list[RunnerProcess] = field(default_factory=list)
-    idle: list[RunnerProcess] = field(default_factory=list)
+    runner: RunnerProcess | None = None
+    #: The runner's start, awaited by every request that arrives while it loads.
+    starting: asyncio.Task[None] | None = None
     active: int = 0
     last_used: float = field(default_factory=time.monotonic)
     expires_at: float = math.inf
     timer: asyncio.TimerHandle | None = None
     unloading: bool = False
+    #: A request with other load options waits for this model to go idle, then reloads it.
+    retiring: bool = False
+    #: Requests that chose this model and wait for its start or a slot.
+    waiting: int = 0
+
+    @property
+    def runners(self) -> list[RunnerProcess]:
+        """The model's runner, as a list (empty while none has started)."""
+        return [self.runner] if self.runner is not None else []
 
     @property
     def size(self) -> int:
-        """Estimated memory of the model with the runners it has (at least one)."""
-        return self.need.total(len(self.runners))
+        """Memory of the model: what its engine allocated, else the estimate."""
+        if self.runner is not None and self.runner.memory.total:
+            return self.runner.memory.total
+        return self.need.total
+
+    @property
+    def size_vram(self) -> int:
+        """The part of :attr:`size` on GPUs."""
+        return self.runner.memory.vram if self.runner is not None else 0
 
     @property
     def held(self) -> int:
-        """Estimated memory its running processes may take (0 while none has started)."""
-        return self.need.total(len(self.runners)) if self.runners else 0
+        """Estimated system memory its runner may take (0 while none has started)."""
+        return self.need.ram if self.runner is not None else 0
 
     def expires_wall(self) -> float:
         """The wall-clock time at which the model will unload (``inf``: never)."""
@@ -73,7 +93,7 @@ class LoadedModel:
 
 @dataclass
 class Lease:
-    """The right to send one request to one runner; give it back with ``release``."""
+    """The right to send one request to one runner slot; give it back with ``release``."""
 
     model: LoadedModel
     runner: RunnerProcess
@@ -84,6 +104,16 @@ class Lease:
     def base_url(self) -> str:
         """The runner's HTTP address."""
         return self.runner.base_url
+
+
+class _Unloaded(Exception):
+    """The model was unloaded (or reloaded with other options) while its runner started."""
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark a start's failure as seen (its waiters, if any, were told)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _eviction_order(model: LoadedModel) -> tuple[bool, float]:
@@ -98,27 +128,28 @@ class Scheduler:
         self,
         *,
         max_loaded: int,
-        num_parallel: int,
         max_queue: int,
         default_keep_alive: float,
         start_timeout: float,
         budget: MemoryBudget | None = None,
         runner_factory: Callable[..., RunnerProcess] = RunnerProcess,
+        call_later: Callable[[float, Callable[[], None]], asyncio.TimerHandle] | None = None,
     ) -> None:
         self.max_loaded = max_loaded
-        self.num_parallel = num_parallel
         self.max_queue = max_queue
         self.default_keep_alive = default_keep_alive
         self.start_timeout = start_timeout
         self.budget = budget
         self._factory = runner_factory
-        self._models: dict[LaunchSpec, LoadedModel] = {}
+        #: Schedules keep-alive expiries (the event loop's ``call_later`` unless a test's).
+        self._call_later = call_later
+        self._models: dict[Hashable, LoadedModel] = {}
         self._changed = asyncio.Condition()
         self._pending = 0
         #: Requests turned away because the queue was full.
         self.rejected = 0
         self._closing = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -132,8 +163,8 @@ class Scheduler:
         return self._pending
 
     def find(self, spec: LaunchSpec) -> LoadedModel | None:
-        """The loaded model for a launch spec, if any."""
-        return self._models.get(spec)
+        """The loaded model with this spec's weights, whatever its load options."""
+        return self._models.get(spec.key)
 
     # -- acquiring -------------------------------------------------------------------------
 
@@ -145,20 +176,27 @@ class Scheduler:
         need: MemoryEstimate,
         keep_alive: float | None,
     ) -> Lease:
-        """Wait for a runner slot of this model, loading it if needed."""
+        """Wait for a slot of this model's runner, loading (or reloading) it if needed."""
         if self._closing:
             raise Overloaded("server is shutting down")
-        model = self._models.get(spec)
-        free = model is not None and not model.unloading and model.active < self.num_parallel
+        model = self._models.get(spec.key)
+        free = (
+            model is not None
+            and model.spec == spec
+            and model.runner is not None
+            and not (model.unloading or model.retiring)
+            and model.active < spec.parallel
+        )
         if not free and self._pending >= self.max_queue:
             self.rejected += 1
             raise Overloaded(SERVER_BUSY)
         self._pending += 1
         started = time.perf_counter_ns()
         try:
-            model, runner, loaded_now = await self._take(spec, name, info, need)
+            model, loaded_now = await self._take(spec, name, info, need)
         finally:
             self._pending -= 1
+        assert model.runner is not None
         model.active += 1
         model.name, model.info = name, info
         model.last_used = time.monotonic()
@@ -168,77 +206,127 @@ class Scheduler:
             model.timer.cancel()
             model.timer = None
         load_ns = time.perf_counter_ns() - started if loaded_now else 0
-        return Lease(model=model, runner=runner, load_ns=load_ns)
+        return Lease(model=model, runner=model.runner, load_ns=load_ns)
 
     async def _take(
         self, spec: LaunchSpec, name: str, info: Any, need: MemoryEstimate
-    ) -> tuple[LoadedModel, RunnerProcess, bool]:
+    ) -> tuple[LoadedModel, bool]:
+        """A slot of a ready runner with exactly ``spec``; whether this call loaded it."""
+        loaded_now = False
         while True:
-            model = self._models.get(spec)
-            if model is None or model.unloading:
-                await self._make_room(spec)
-                model = self._models.get(spec)
-                if model is None:
-                    model = LoadedModel(
-                        spec=spec,
-                        name=name,
-                        info=info,
-                        keep_alive=self.default_keep_alive,
-                        need=need,
-                        slots=asyncio.Semaphore(self.num_parallel),
-                    )
-                    self._models[spec] = model
-            await model.slots.acquire()
-            if self._models.get(spec) is not model or model.unloading:  # unloaded meanwhile
+            model = self._models.get(spec.key)
+            if model is not None and (model.unloading or model.retiring):
+                await self._wait_gone(model)  # no new work joins a model that will go
+                continue
+            if model is not None and model.spec != spec:
+                await self._retire(model)
+                continue
+            if model is None:
+                if await self._load(spec, name, info, need):
+                    loaded_now = True
+                continue
+            model.waiting += 1
+            try:
+                if model.starting is not None:
+                    await asyncio.shield(model.starting)  # its failure is every waiter's
+                await model.slots.acquire()
+            except _Unloaded:
+                continue
+            finally:
+                model.waiting -= 1
+                if model.retiring:
+                    self._spawn(self._notify())
+            runner = model.runner
+            if (
+                self._models.get(spec.key) is not model
+                or model.unloading
+                or runner is None
+                or runner.state is not RunnerState.READY
+            ):
                 model.slots.release()
                 continue
-            try:
-                runner, fresh = await self._runner_for(model)
-            except BaseException:
-                model.slots.release()
-                if not model.runners and self._models.get(spec) is model:
-                    del self._models[spec]
-                    await self._notify()
-                raise
-            return model, runner, fresh
+            return model, loaded_now
 
-    async def _runner_for(self, model: LoadedModel) -> tuple[RunnerProcess, bool]:
-        while True:
-            while model.idle:
-                runner = model.idle.pop()
-                if runner.state is RunnerState.READY:
-                    return runner, False
-            need = model.need.per_runner if model.runners else model.need.total(1)
-            if await self._admit(model, need):
-                break
-            async with self._changed:  # no memory for another runner: wait for one of ours
-                while not model.idle and model.runners:
-                    await self._changed.wait()
-        runner = self._factory(
-            model.spec, start_timeout=self.start_timeout, on_exit=self._runner_exited
+    async def _wait_gone(self, model: LoadedModel) -> None:
+        """Wait until a model being unloaded or reloaded has left."""
+        async with self._changed:
+            while self._models.get(model.spec.key) is model:
+                await self._changed.wait()
+
+    async def _retire(self, model: LoadedModel) -> None:
+        """Reload: let ``model`` serve the requests already waiting for it, then unload it."""
+        model.retiring = True
+        log.info("reloading model with new options", model=model.name)
+        async with self._changed:
+            while self._models.get(model.spec.key) is model and (model.active or model.waiting):
+                await self._changed.wait()
+            await self._unload_locked(model)
+
+    async def _load(self, spec: LaunchSpec, name: str, info: Any, need: MemoryEstimate) -> bool:
+        """Make room, register the model and start its runner in the background; False when
+        another request registered the model first."""
+        await self._make_room(spec)
+        if spec.key in self._models:
+            return False
+        model = LoadedModel(
+            spec=spec,
+            name=name,
+            info=info,
+            keep_alive=self.default_keep_alive,
+            need=need,
+            slots=asyncio.Semaphore(spec.parallel),
         )
-        model.runners.append(runner)
+        self._models[spec.key] = model
+        model.starting = asyncio.ensure_future(self._start(model))
+        self._tasks.add(model.starting)
+        model.starting.add_done_callback(_retrieved)
+        model.starting.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _start(self, model: LoadedModel) -> None:
+        """Admit the model's memory and start its runner; on failure the model is forgotten
+        (and every request waiting on the start gets the failure)."""
         try:
-            await runner.start()
+            await self._admit(model, model.need.ram)
+            runner = self._factory(
+                model.spec, start_timeout=self.start_timeout, on_exit=self._runner_exited
+            )
+            try:
+                await runner.start()
+            finally:
+                if self.budget is not None:
+                    self.budget.reserved -= model.need.ram
         except BaseException:
-            model.runners.remove(runner)
+            model.starting = None
+            await self._forget(model)
             raise
-        finally:
-            if self.budget is not None:
-                self.budget.reserved -= need
+        model.starting = None
+        model.runner = runner
+        if model.unloading or self._models.get(model.spec.key) is not model:
+            await runner.stop()  # unloaded, or reloaded with other options, while it started
+            await self._forget(model)
+            raise _Unloaded
         log.info(
             "model loaded",
             model=model.name,
             pid=runner.pid,
             load_ms=round(runner.load_ms, 1),
-            runners=len(model.runners),
+            parallel=model.spec.parallel,
+            num_ctx=model.spec.num_ctx,
         )
-        return runner, True
+        if model.active == 0 and model.waiting == 0:  # whoever asked left: the clock runs
+            self._arm(model)
+        await self._notify()
+
+    async def _forget(self, model: LoadedModel) -> None:
+        if self._models.get(model.spec.key) is model:
+            del self._models[model.spec.key]
+        await self._notify()
 
     async def _make_room(self, spec: LaunchSpec) -> None:
         async with self._changed:
-            while spec not in self._models and len(self._models) >= self.max_loaded:
-                idle = [m for m in self._models.values() if m.active == 0 and not m.unloading]
+            while spec.key not in self._models and len(self._models) >= self.max_loaded:
+                idle = [m for m in self._models.values() if self._evictable(m)]
                 if idle:
                     victim = min(idle, key=_eviction_order)
                     log.info("evicting model to make room", model=victim.name)
@@ -246,29 +334,29 @@ class Scheduler:
                     continue
                 await self._changed.wait()
 
-    async def _admit(self, model: LoadedModel, need: int) -> bool:
-        """Reserve memory for a new runner of ``model``, evicting idle models if need be.
+    @staticmethod
+    def _evictable(model: LoadedModel) -> bool:
+        return model.active == 0 and model.starting is None and not model.unloading
 
-        False when the model already has runners and no more fit (use one of those);
+    async def _admit(self, model: LoadedModel, need: int) -> None:
+        """Reserve memory for ``model``'s runner, evicting idle models if need be;
         :class:`InsufficientMemory` when it could not fit even with every other model gone.
         """
         if self.budget is None:
-            return True
+            return
         async with self._changed:
             while True:
                 free = self._free(self.budget)
                 if need <= free:
                     self.budget.reserved += need
-                    return True
+                    return
                 others = [m for m in self._models.values() if m is not model and not m.unloading]
-                idle = [m for m in others if m.active == 0]
+                idle = [m for m in others if self._evictable(m)]
                 if idle:
                     victim = min(idle, key=_eviction_order)
                     log.info("evicting model to free memory", model=victim.name, need=need)
                     await self._unload_locked(victim)
                     continue
-                if model.runners:
-                    return False
                 if need > free + sum(m.held for m in others):
                     raise InsufficientMemory(self.budget.refusal(need, free))
                 await self._changed.wait()
@@ -276,10 +364,10 @@ class Scheduler:
     def _free(self, budget: MemoryBudget) -> int:
         """What a new runner may take: the budget's free memory, less what loaded runners
         may still grow into (their estimate beyond what they hold now)."""
-        loaded = [m for m in self._models.values() if m.runners]
+        loaded = [m for m in self._models.values() if m.runner is not None]
         if budget.limit is not None:
             return budget.free(sum(m.held for m in loaded))
-        growth = sum(max(m.held - sum(r.rss() for r in m.runners), 0) for m in loaded)
+        growth = sum(max(m.held - m.runner.rss(), 0) for m in loaded if m.runner is not None)
         return budget.free(0) - growth
 
     async def _notify(self) -> None:
@@ -296,17 +384,16 @@ class Scheduler:
         model = lease.model
         model.active -= 1
         model.last_used = time.monotonic()
-        if lease.runner.state is RunnerState.READY:
-            model.idle.append(lease.runner)
         model.slots.release()
-        if model.active == 0:
-            if not model.runners and self._models.get(model.spec) is model:
-                del self._models[model.spec]  # its runner died: the next request starts anew
-            else:
-                self._arm(model)
+        current = self._models.get(model.spec.key) is model
+        if model.active == 0 and current and not (model.retiring or model.unloading):
+            self._arm(model)
         self._spawn(self._notify())
 
     def _arm(self, model: LoadedModel) -> None:
+        if model.timer is not None:
+            model.timer.cancel()
+            model.timer = None
         if math.isinf(model.keep_alive):
             model.expires_at = math.inf
             return
@@ -314,24 +401,23 @@ class Scheduler:
         if model.keep_alive <= 0:
             self._spawn(self.unload_model(model))
             return
-        loop = asyncio.get_running_loop()
-        model.timer = loop.call_later(model.keep_alive, self._expire, model)
+        call_later = self._call_later or asyncio.get_running_loop().call_later
+        model.timer = call_later(model.keep_alive, lambda: self._expire(model))
 
     def _expire(self, model: LoadedModel) -> None:
         model.timer = None
-        if model.active == 0 and self._models.get(model.spec) is model:
+        if model.active == 0 and self._models.get(model.spec.key) is model:
             self._spawn(self.unload_model(model))
 
     def _runner_exited(self, runner: RunnerProcess) -> None:
-        for spec, model in list(self._models.items()):
-            if runner in model.runners:
-                model.runners.remove(runner)
-                if runner in model.idle:
-                    model.idle.remove(runner)
-                if not model.runners and model.active == 0:
-                    del self._models[spec]
-                    if model.timer is not None:
-                        model.timer.cancel()
+        """A runner ended: its model is forgotten, so the next request starts a fresh one
+        (requests still streaming from it end with an error and release into the old one)."""
+        for key, model in list(self._models.items()):
+            if model.runner is runner:
+                del self._models[key]
+                if model.timer is not None:
+                    model.timer.cancel()
+                    model.timer = None
                 self._spawn(self._notify())
 
     def _spawn(self, coro: Any) -> None:
@@ -343,31 +429,31 @@ class Scheduler:
 
     def set_keep_alive(self, spec: LaunchSpec, keep_alive: float) -> LoadedModel | None:
         """Change a loaded model's keep-alive (``0`` unloads it once idle)."""
-        model = self._models.get(spec)
+        model = self._models.get(spec.key)
         if model is None:
             return None
         model.keep_alive = keep_alive
-        if model.active == 0:
-            if model.timer is not None:
-                model.timer.cancel()
-                model.timer = None
+        if model.active == 0 and model.runner is not None:
             self._arm(model)
         return model
 
     async def unload_model(self, model: LoadedModel) -> None:
-        """Stop a model's runners (waits for none: callers unload idle models)."""
+        """Stop a model's runner (waits for none: callers unload idle models)."""
         async with self._changed:
             await self._unload_locked(model)
 
     async def _unload_locked(self, model: LoadedModel) -> None:
-        if self._models.get(model.spec) is not model or model.unloading:
+        if self._models.get(model.spec.key) is not model or model.unloading:
             return
         model.unloading = True
         if model.timer is not None:
             model.timer.cancel()
             model.timer = None
-        await asyncio.gather(*(r.stop() for r in list(model.runners)), return_exceptions=True)
-        self._models.pop(model.spec, None)
+        if model.starting is not None:  # the start stops its runner as soon as it is up
+            return
+        if model.runner is not None:
+            await model.runner.stop()
+        self._models.pop(model.spec.key, None)
         log.info("model unloaded", model=model.name)
         self._changed.notify_all()
 
@@ -376,12 +462,12 @@ class Scheduler:
         self._closing = True
         for task in list(self._tasks):
             task.cancel()
-        runners = [r for m in self._models.values() for r in m.runners]
+        runners = [m.runner for m in self._models.values() if m.runner is not None]
         await asyncio.gather(*(r.stop(grace=3.0) for r in runners), return_exceptions=True)
         self._models.clear()
 
     def kill_all(self) -> None:
         """Synchronous last resort at interpreter exit."""
         for model in self._models.values():
-            for runner in model.runners:
-                runner.kill_now()
+            if model.runner is not None:
+                model.runner.kill_now()

@@ -22,6 +22,7 @@ from modelgarden.store.store import (
     MEDIA_MESSAGES,
     MEDIA_MODEL,
     MEDIA_PARAMS,
+    MEDIA_PROJECTOR,
     MEDIA_SYSTEM,
     MEDIA_TEMPLATE,
     Layer,
@@ -46,7 +47,7 @@ class CreateSpec:
 
 
 def _check_template(template: str) -> None:
-    from modelgarden.runner.gotemplate import GoTemplate, TemplateError
+    from modelgarden.templates.gotemplate import GoTemplate, TemplateError
 
     try:
         GoTemplate(template)
@@ -69,13 +70,7 @@ def _base_layers(
 ) -> tuple[Layer, GGUFInfo, list[Layer], dict[str, Any], str]:
     """Weights, their GGUF header, the inherited layers, inherited params and parent name."""
     if spec.files:
-        ggufs = [d for n, d in spec.files.items() if n.lower().endswith(".gguf")] or list(
-            spec.files.values()
-        )
-        if len(ggufs) != 1:
-            raise BadRequest("exactly one GGUF file is needed in 'files'")
-        weights, info = store.weights_layer(ggufs[0])
-        return weights, info, [], {}, ""
+        return (*_file_layers(store, spec.files), {}, "")
     if not spec.from_:
         raise BadRequest("neither 'from' nor 'files' was specified")
     base = store.get(spec.from_)
@@ -88,6 +83,24 @@ def _base_layers(
         if layer.media_type not in (MEDIA_MODEL, MEDIA_PARAMS)
     ]
     return weights, store.gguf(base), inherited, dict(base.parameters), base.name
+
+
+def _file_layers(store: ModelStore, files: dict[str, str]) -> tuple[Layer, GGUFInfo, list[Layer]]:
+    """The weights among uploaded GGUF files, and a projector beside them (``mmproj``)."""
+    ggufs = [d for n, d in files.items() if n.lower().endswith(".gguf")] or list(files.values())
+    weights: list[tuple[Layer, GGUFInfo]] = []
+    projectors: list[Layer] = []
+    for digest in ggufs:
+        layer, info = store.gguf_layer(digest)
+        if layer.media_type == MEDIA_PROJECTOR:
+            projectors.append(layer)
+        else:
+            weights.append((layer, info))
+    if len(weights) != 1:
+        raise BadRequest("exactly one GGUF model file is needed in 'files'")
+    if len(projectors) > 1:
+        raise BadRequest("at most one projector (mmproj) GGUF file may be given in 'files'")
+    return weights[0][0], weights[0][1], projectors
 
 
 def _replace(layers: list[Layer], new: Layer) -> list[Layer]:

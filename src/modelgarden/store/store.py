@@ -104,6 +104,8 @@ class LocalModel:
     parameters: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
     licenses: list[str] = field(default_factory=list)
+    #: The multimodal projector (an Ollama manifest's projector layer), for vision models.
+    projector_path: Path | None = None
 
     @property
     def details(self) -> dict[str, Any]:
@@ -217,6 +219,7 @@ class ModelStore:
         text = self._text_layer
         params_layer = manifest.layer(MEDIA_PARAMS)
         messages_layer = manifest.layer(MEDIA_MESSAGES)
+        projector = manifest.layer(MEDIA_PROJECTOR)
         try:
             config = json.loads(self.blobs.read_bytes(manifest.config.digest))
         except (ValueError, OSError):
@@ -243,6 +246,7 @@ class ModelStore:
                 for layer in manifest.layers
                 if layer.media_type == MEDIA_LICENSE
             ],
+            projector_path=self.blobs.path(projector.digest) if projector else None,
         )
 
     def _text_layer(self, layer: Layer | None) -> str | None:
@@ -312,6 +316,13 @@ class ModelStore:
         except (GGUFError, OSError) as exc:
             raise BadRequest(f"invalid model file {digest}: {exc}") from None
         return Layer(MEDIA_MODEL, digest, path.stat().st_size), info
+
+    def gguf_layer(self, digest: str) -> tuple[Layer, GGUFInfo]:
+        """A GGUF blob as a layer: the weights, or a projector (architecture ``clip``)."""
+        weights, info = self.weights_layer(digest)
+        if info.architecture == "clip":
+            return Layer(MEDIA_PROJECTOR, weights.digest, weights.size), info
+        return weights, info
 
     def copy(self, source: str, destination: str) -> LocalModel:
         """Give an installed model a second name (no blob is copied)."""

@@ -232,10 +232,13 @@ def chunk_in(record: dict[str, Any]) -> Chunk:
     if isinstance(message, dict):
         chunk = Chunk(
             text=str(message.get("content") or ""),
+            thinking=str(message.get("thinking") or ""),
             tool_calls=[_tool_call_in(c) for c in message.get("tool_calls") or []],
         )
     else:
-        chunk = Chunk(text=str(record.get("response") or ""))
+        chunk = Chunk(
+            text=str(record.get("response") or ""), thinking=str(record.get("thinking") or "")
+        )
     chunk.logprobs = list(record.get("logprobs") or [])
     if record.get("done"):
         reason = record.get("done_reason")
@@ -259,11 +262,15 @@ def chunk_out(chunk: Chunk, model: str, kind: str) -> dict[str, Any]:
     record: dict[str, Any] = {"model": model, "created_at": now_iso()}
     if kind == "chat":
         message: dict[str, Any] = {"role": "assistant", "content": chunk.text}
+        if chunk.thinking:
+            message["thinking"] = chunk.thinking
         if chunk.tool_calls:
             message["tool_calls"] = [_tool_call_out(c) for c in chunk.tool_calls]
         record["message"] = message
     else:
         record["response"] = chunk.text
+        if chunk.thinking:
+            record["thinking"] = chunk.thinking
     if chunk.logprobs:
         record["logprobs"] = chunk.logprobs
     record["done"] = chunk.final

@@ -259,8 +259,8 @@ def chat_request_in(body: dict[str, Any]) -> InferenceRequest:
     req.top_logprobs = int(body.get("top_logprobs") or 0)
     req.keep_alive = body.get("keep_alive")
     effort = body.get("reasoning_effort")
-    if effort is not None:
-        req.extra["think"] = effort not in ("none", "minimal")
+    if effort is not None:  # Ollama's think levels, or off
+        req.extra["think"] = effort if effort in ("low", "medium", "high") else False
     return req
 
 
@@ -413,6 +413,8 @@ def _envelope(
 def chat_response_out(chunk: Chunk, model: str, cid: str, created: int) -> dict[str, Any]:
     """A whole answer (one final chunk holding everything) as a chat completion."""
     message: dict[str, Any] = {"role": "assistant", "content": chunk.text or None}
+    if chunk.thinking:
+        message["reasoning_content"] = chunk.thinking
     if chunk.tool_calls:
         message["tool_calls"] = [tool_call_out(c) for c in chunk.tool_calls]
     else:
@@ -455,8 +457,10 @@ def response_in(body: dict[str, Any]) -> Chunk:
     choice = (body.get("choices") or [{}])[0]
     message = choice.get("message")
     if isinstance(message, dict):
+        thinking = message.get("reasoning_content") or message.get("reasoning") or ""
         chunk = Chunk(
             text=str(message.get("content") or ""),
+            thinking=str(thinking),
             tool_calls=[_tool_call_in(c) for c in message.get("tool_calls") or []],
         )
     else:

@@ -101,7 +101,8 @@ class SSEDecoder:
         if choice.get("finish_reason"):
             self._finish = choice["finish_reason"]
         text = delta.get("content") if "delta" in choice else choice.get("text")
-        return Chunk(text=str(text)) if text else None
+        thinking = delta.get("reasoning_content") or delta.get("reasoning") or ""
+        return Chunk(text=str(text or ""), thinking=str(thinking)) if text or thinking else None
 
     def _final(self) -> Chunk:
         try:
@@ -186,6 +187,8 @@ class OpenAIChatEncoder:
         if not self._started:
             self._started = True
             delta["role"] = "assistant"
+        if chunk.thinking:
+            delta["reasoning_content"] = chunk.thinking
         if chunk.text or delta:
             delta["content"] = chunk.text
         if chunk.tool_calls:
@@ -278,6 +281,7 @@ def join(chunks: list[Chunk]) -> Chunk:
     whole = Chunk()
     for chunk in chunks:
         whole.text += chunk.text
+        whole.thinking += chunk.thinking
         whole.tool_calls.extend(chunk.tool_calls)
         whole.logprobs.extend(chunk.logprobs)
         if chunk.final:

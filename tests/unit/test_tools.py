@@ -1,8 +1,7 @@
-"""Tests for ``StopMatcher`` (runner engine) and the Hermes-style tool-call helpers."""
+"""Tests for the Hermes-style tool-call helpers (stop sequences are the engine's own now)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Any
 
@@ -10,8 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelgarden.runner.engine import StopMatcher
-from modelgarden.runner.tools import (
+from modelgarden.templates.tools import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
     forced_call_schema,
@@ -19,135 +17,6 @@ from modelgarden.runner.tools import (
     parse_tool_calls,
     tools_system_prompt,
 )
-
-# --- StopMatcher ------------------------------------------------------------------------------
-
-
-def test_no_stops_passes_everything_through() -> None:
-    m = StopMatcher([])
-    assert m.feed("Hello <") == ("Hello <", False)
-    assert m.flush() == ""
-
-
-def test_holds_back_possible_stop_prefix_then_releases_it() -> None:
-    m = StopMatcher(["</s>"])
-    assert m.feed("Hello <") == ("Hello ", False)
-    assert m.feed("/") == ("", False)
-    assert m.feed("x more") == ("</x more", False)
-    assert m.flush() == ""
-
-
-def test_held_back_prefix_is_returned_by_flush() -> None:
-    m = StopMatcher(["</s>"])
-    assert m.feed("end </") == ("end ", False)
-    assert m.flush() == "</"
-    assert m.flush() == ""
-
-
-def test_cuts_exactly_at_stop_within_one_piece() -> None:
-    m = StopMatcher(["</s>"])
-    assert m.feed("ab</s>cd") == ("ab", True)
-
-
-def test_cuts_at_stop_spanning_pieces() -> None:
-    m = StopMatcher(["<|im_end|>"])
-    assert m.feed("Sure<|im") == ("Sure", False)
-    assert m.feed("_end|> trailing") == ("", True)
-
-
-def test_stop_at_very_start() -> None:
-    m = StopMatcher(["STOP"])
-    assert m.feed("STOP now") == ("", True)
-
-
-def test_several_stops_first_occurrence_wins() -> None:
-    m = StopMatcher(["User:", "\n\n"])
-    assert m.feed("answer\n\nUser: hi") == ("answer", True)
-    m = StopMatcher(["User:", "\n\n"])
-    assert m.feed("answer User:\n\n") == ("answer ", True)
-
-
-def test_several_stops_hold_back_longest_possible_prefix() -> None:
-    m = StopMatcher(["abc", "bcd"])
-    assert m.feed("xab") == ("x", False)
-    assert m.feed("cz") == ("", True)
-
-
-def test_partial_prefix_that_diverges_is_emitted() -> None:
-    m = StopMatcher(["<|im_end|>"])
-    assert m.feed("a <|im") == ("a ", False)
-    assert m.feed("_start|>") == ("<|im_start|>", False)
-
-
-def test_overlapping_self_prefix() -> None:
-    # "aab": after "aa" and then "a", only the last two "aa" could still start the stop.
-    m = StopMatcher(["aab"])
-    assert m.feed("aa") == ("", False)
-    assert m.feed("a") == ("a", False)
-    assert m.feed("b") == ("", True)
-
-
-_alphabet = "ab<>/x\n"
-
-
-@st.composite
-def _split(draw: st.DrawFn, text: str) -> list[str]:
-    cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=len(text) + 1)))
-    bounds = [0, *cuts, len(text)]
-    return [text[i:j] for i, j in itertools.pairwise(bounds)]
-
-
-def _no_stop_strictly_inside_another(stops: list[str]) -> bool:
-    # A stop strictly inside a longer one ("User" in "\nUser:") completes first while the
-    # longer one is still pending; that case has its own test below.
-    return not any(s != t and s in t[1:-1] for s in stops for t in stops)
-
-
-@given(
-    data=st.data(),
-    text=st.text(_alphabet, max_size=40),
-    stops=st.lists(st.text(_alphabet, min_size=1, max_size=4), min_size=1, max_size=3).filter(
-        _no_stop_strictly_inside_another
-    ),
-)
-def test_any_split_emits_text_truncated_at_first_stop(
-    data: st.DataObject, text: str, stops: list[str]
-) -> None:
-    pieces = data.draw(_split(text))
-    m = StopMatcher(stops)
-    emitted, hit = [], False
-    for piece in pieces:
-        out, hit = m.feed(piece)
-        emitted.append(out)
-        if hit:
-            break
-    if not hit:
-        emitted.append(m.flush())
-    found = [i for s in stops if (i := text.find(s)) >= 0]
-    expected = text[: min(found)] if found else text
-    assert "".join(emitted) == expected
-    assert hit == bool(found)
-
-
-def _run(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
-    m = StopMatcher(stops)
-    out = []
-    for piece in pieces:
-        text, hit = m.feed(piece)
-        out.append(text)
-        if hit:
-            return "".join(out), True
-    return "".join(out) + m.flush(), False
-
-
-def test_result_does_not_depend_on_split_when_a_stop_lies_inside_another() -> None:
-    stops = ["User", "\nUser:"]
-    whole = _run(stops, ["a\nUser: hi"])
-    assert whole == ("a", True)
-    # Same text, split by the tokenizer differently: the first occurrence of a stop string
-    # ("\nUser:" at index 1) must still be where the text is cut.
-    assert _run(stops, ["a\nUser", ": hi"]) == whole
-
 
 # --- tools: parse_tool_calls -------------------------------------------------------------------
 

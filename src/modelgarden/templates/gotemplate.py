@@ -26,9 +26,9 @@ does; ints and floats compare by value; JSON floats are written as Python writes
 
 Rejected with :class:`TemplateError`: ``template``, ``define`` and ``block``; method calls;
 unknown functions and undefined variables (at parse time); nesting deeper than
-:data:`~modelgarden.runner.gotemplate_parse.MAX_DEPTH`; and renders whose ``range`` loops run
+:data:`~modelgarden.templates.gotemplate_parse.MAX_DEPTH`; and renders whose ``range`` loops run
 more than ``MAX_RANGE_ITERATIONS`` iterations in total. The lexer and parser live in
-:mod:`modelgarden.runner.gotemplate_parse`; this module evaluates the parsed template.
+:mod:`modelgarden.templates.gotemplate_parse`; this module evaluates the parsed template.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote_plus
 
-from modelgarden.runner.gotemplate_parse import (
+from modelgarden.templates.gotemplate_parse import (
     SIMPLE_ESCAPES,
     Node,
     Operand,

@@ -8,7 +8,7 @@ Which template applies, first match wins:
 3. ChatML, when the file has no template at all.
 
 Tools reach the model through its template when the template knows about tools; otherwise
-they are described in the system prompt (:mod:`modelgarden.runner.tools`) and earlier tool
+they are described in the system prompt (:mod:`modelgarden.templates.tools`) and earlier tool
 calls and results are written out in the same format.
 """
 
@@ -24,8 +24,8 @@ from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from modelgarden.errors import BadRequest
-from modelgarden.runner.gotemplate import GoTemplate, TemplateError
-from modelgarden.runner.tools import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, tools_system_prompt
+from modelgarden.templates.gotemplate import GoTemplate, TemplateError
+from modelgarden.templates.tools import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, tools_system_prompt
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
@@ -156,17 +156,28 @@ class PromptBuilder:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None = None,
         go_source: str | None = None,
+        think: bool | str | None = None,
     ) -> str:
         """The prompt for a chat, ending where the assistant's answer begins."""
         tools = tools or []
         if tools and not template_handles_tools(go_source, self.jinja_source):
             messages, tools = inline_tools(messages, tools), []
         if go_source:
-            return self._go_chat(go_template(go_source), messages, tools)
-        return self._jinja_chat(messages, tools)
+            return self._go_chat(go_template(go_source), messages, tools, think)
+        return self._jinja_chat(messages, tools, think)
 
-    def _jinja_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+    def _jinja_chat(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        think: bool | str | None = None,
+    ) -> str:
         template = _jinja(self.jinja_source or CHATML)
+        extra: dict[str, Any] = {}
+        if think is not None:  # Qwen3's and DeepSeek's switch, and gpt-oss's level
+            extra["enable_thinking"] = bool(think)
+            if isinstance(think, str):
+                extra["reasoning_effort"] = think
         try:
             text: str = template.render(
                 messages=[_hf_message(m) for m in messages],
@@ -174,13 +185,18 @@ class PromptBuilder:
                 add_generation_prompt=True,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
+                **extra,
             )
         except JinjaTemplateError as exc:
             raise BadRequest(f"chat template error: {exc}") from None
         return text
 
     def _go_chat(
-        self, template: GoTemplate, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+        self,
+        template: GoTemplate,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        think: bool | str | None = None,
     ) -> str:
         system = str(next((m.get("content") for m in messages if m.get("role") == "system"), ""))
         if template.references("Messages"):
@@ -189,6 +205,7 @@ class PromptBuilder:
                 "Messages": [_go_message(m) for m in messages],
                 "Tools": [_go_tool(t) for t in tools],
                 "Response": "",
+                **_go_think(think),
             }
             return self._render_go(template, data)
         # An old-style template renders one (system, prompt, response) turn at a time.
@@ -226,26 +243,38 @@ class PromptBuilder:
         return text.split(_SENTINEL, 1)[0]
 
     def generate(
-        self, prompt: str, system: str | None, go_source: str | None, suffix: str | None = None
+        self,
+        prompt: str,
+        system: str | None,
+        go_source: str | None,
+        suffix: str | None = None,
+        think: bool | str | None = None,
     ) -> str:
         """The prompt for ``/api/generate`` when ``raw`` is false."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}
+        ]
         if go_source:
             template = go_template(go_source)
-            messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": prompt}
-            ]
             data = {
                 "System": system or "",
                 "Prompt": prompt,
                 "Suffix": suffix or "",
                 "Messages": [_go_message(m) for m in messages],
                 "Response": "",
+                **_go_think(think),
             }
             return self._render_go(template, data)
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        return self._jinja_chat(messages, [])
+        return self._jinja_chat(messages, [], think)
+
+
+def _go_think(think: bool | str | None) -> dict[str, Any]:
+    """Ollama's thinking variables: ``.Think``, ``.ThinkLevel``, ``.IsThinkSet``."""
+    return {
+        "Think": bool(think),
+        "ThinkLevel": think if isinstance(think, str) else "",
+        "IsThinkSet": think is not None,
+    }
 
 
 def _go_tool(tool: Mapping[str, Any]) -> GoValue:

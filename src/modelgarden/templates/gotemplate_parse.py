@@ -1,9 +1,9 @@
-"""Lexer and parser for :mod:`modelgarden.runner.gotemplate`.
+"""Lexer and parser for :mod:`modelgarden.templates.gotemplate`.
 
 A template source is split into text and ``{{ ... }}`` action tokens (honouring ``{{-`` /
 ``-}}`` trim markers and dropping ``{{/* comments */}}``), then parsed into a small AST of
 :class:`Node`, :class:`Pipe` and :class:`Operand` values that the evaluator in
-:mod:`modelgarden.runner.gotemplate` executes. Parse-time checks (unknown functions,
+:mod:`modelgarden.templates.gotemplate` executes. Parse-time checks (unknown functions,
 undefined variables, unsupported keywords, nesting deeper than :data:`MAX_DEPTH`) raise
 :class:`TemplateError` with the line and column of the offending token.
 
