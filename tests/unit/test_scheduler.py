@@ -35,8 +35,10 @@ class FakeRunner:
         on_exit: Callable[[Any], None],
         gate: asyncio.Event | None,
         fail: str | None,
+        polite: bool = False,
     ) -> None:
         self.spec = spec
+        self.polite = polite
         self.on_exit = on_exit
         self.state = RunnerState.STOPPED
         self.pid = next(_pids)
@@ -348,3 +350,13 @@ async def test_shutdown_stops_every_runner_and_refuses_new_work() -> None:
     assert all(r.state is RunnerState.STOPPED for r in h.runners)
     with pytest.raises(Overloaded, match="shutting down"):
         await acquire(h, spec())
+
+
+async def test_only_one_loaded_runner_spins_at_full_speed() -> None:
+    h = make()
+    await acquire(h, spec("/m/a.gguf"))
+    await acquire(h, spec("/m/b.gguf"))
+    assert [r.polite for r in h.runners] == [False, True]
+    h.runners[0].crash()  # the fast one is gone: the next may spin again
+    await acquire(h, spec("/m/c.gguf"))
+    assert h.runners[-1].polite is False

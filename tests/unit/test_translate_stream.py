@@ -289,6 +289,18 @@ def test_sse_error_event_becomes_an_error_chunk() -> None:
     assert SSEDecoder().feed(b'data: {"error": "plain"}\n\n') == [Chunk(error="plain")]
 
 
+def test_reasoning_rides_as_reasoning_content_and_comes_back_as_thinking() -> None:
+    chunks = [Chunk(thinking="2+2"), Chunk(text="4"), Chunk(finish_reason="stop")]
+    blob = encode_all(OpenAIChatEncoder("m", False), chunks)
+    events = sse_events(blob)
+    assert events[0]["choices"][0]["delta"]["reasoning_content"] == "2+2"
+    back = [c for c in SSEDecoder().feed(blob) if not c.final]
+    assert [(c.thinking, c.text) for c in back] == [("2+2", ""), ("", "4")]
+    assert join(chunks).thinking == "2+2"
+    record = json.loads(OllamaEncoder("m", "chat").encode(Chunk(thinking="2+2")))
+    assert record["message"]["thinking"] == "2+2"
+
+
 def test_chat_stream_logprobs_ride_on_the_content_delta() -> None:
     entries = [{"token": "hi", "logprob": -0.5, "top_logprobs": []}]
     events = sse_events(

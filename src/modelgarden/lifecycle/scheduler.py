@@ -289,7 +289,10 @@ class Scheduler:
         try:
             await self._admit(model, model.need.ram)
             runner = self._factory(
-                model.spec, start_timeout=self.start_timeout, on_exit=self._runner_exited
+                model.spec,
+                start_timeout=self.start_timeout,
+                on_exit=self._runner_exited,
+                polite=self._spinning(model),
             )
             try:
                 await runner.start()
@@ -317,6 +320,15 @@ class Scheduler:
         if model.active == 0 and model.waiting == 0:  # whoever asked left: the clock runs
             self._arm(model)
         await self._notify()
+
+    def _spinning(self, model: LoadedModel) -> bool:
+        """Whether another loaded runner spins at full speed when idle (then this one must
+        not: two spinning runners starve each other; see :data:`POLITE_SPIN`)."""
+        return any(
+            m.runner is not None and not m.runner.polite
+            for m in self._models.values()
+            if m is not model
+        )
 
     async def _forget(self, model: LoadedModel) -> None:
         if self._models.get(model.spec.key) is model:
