@@ -40,17 +40,22 @@ def test_list_and_show(garden: GardenServer) -> None:
     assert "FROM " in modelfile.stdout
 
 
-def test_run_with_a_prompt_and_from_stdin(garden: GardenServer) -> None:
-    answered = garden_cmd(garden, "run", DEFAULT_MODEL, "Say hello.")
+def test_run_with_a_prompt_and_from_stdin(garden: GardenServer, tmp_path: Path) -> None:
+    # `run` sends no options: a model of bounded answers keeps the test's time bounded
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f"FROM {DEFAULT_MODEL}\nPARAMETER num_predict 48\nPARAMETER seed 7\n")
+    assert garden_cmd(garden, "create", "cli-run", "-f", str(modelfile)).returncode == 0
+    answered = garden_cmd(garden, "run", "cli-run", "Say hello.")
     assert answered.returncode == 0
     assert answered.stdout.strip()
-    piped = garden_cmd(garden, "run", DEFAULT_MODEL, "--verbose", stdin="Name a colour.")
+    piped = garden_cmd(garden, "run", "cli-run", "--verbose", stdin="Name a colour.")
     assert piped.returncode == 0 and piped.stdout.strip()
     assert "eval rate:" in piped.stderr
     running = garden_cmd(garden, "ps")
-    assert DEFAULT_MODEL in running.stdout and "100% CPU" in running.stdout
-    assert garden_cmd(garden, "stop", DEFAULT_MODEL).returncode == 0
-    assert DEFAULT_MODEL not in garden_cmd(garden, "ps").stdout
+    assert "cli-run" in running.stdout and "100% CPU" in running.stdout
+    assert garden_cmd(garden, "stop", "cli-run").returncode == 0
+    assert "cli-run" not in garden_cmd(garden, "ps").stdout
+    assert garden_cmd(garden, "rm", "cli-run").returncode == 0
 
 
 def test_create_from_gguf_and_modelfile_then_cp_and_rm(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelgarden.engine.ollama import keep_to_fit
-from modelgarden.engine.records import RecordStream, Tools, join
+from modelgarden.engine.records import REPEAT_LIMIT, RecordStream, Tools, join
 from modelgarden.engine.request import LAYOUT, closed, completion_body, sampling
 from modelgarden.errors import BadRequest
 from modelgarden.options import validate_options
@@ -199,3 +199,15 @@ def test_logprobs_in_ollamas_shape() -> None:
             "top_logprobs": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}],
         }
     ]
+
+
+def test_an_answer_stuck_on_one_piece_is_ended_as_ollama_ends_it() -> None:
+    stream = RecordStream(model="m", chat=False, start_ns=0)
+    stuck = [stream.stuck(ev(" the")) for _ in range(REPEAT_LIMIT + 1)]
+    assert stuck[:REPEAT_LIMIT] == [False] * REPEAT_LIMIT and stuck[-1] is True
+    fresh = RecordStream(model="m", chat=False, start_ns=0)
+    assert not any(fresh.stuck(ev(t)) for t in [" a", " b"] * REPEAT_LIMIT)
+    for _ in range(3):
+        stream.feed(ev(" the"))
+    (final,) = stream.cut()
+    assert final["done"] is True and final["done_reason"] == "stop" and final["eval_count"] == 3

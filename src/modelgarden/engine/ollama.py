@@ -283,8 +283,13 @@ class ModelEngine:
             async for event in events:
                 if event.get("stop") and context is not None:
                     stream.context = await context
+                stuck = not event.get("stop") and stream.stuck(event)
                 for record in stream.feed(event):
                     yield record
+                if stuck:  # closing the engine's stream below stops the slot
+                    for record in stream.cut():
+                        yield record
+                    return
         finally:
             if context is not None and not context.done():
                 context.cancel()

@@ -19,6 +19,9 @@ from modelgarden.templates.thinking import ThinkingParser
 from modelgarden.templates.tools import might_be_tool_call, parse_tool_calls
 
 NS_PER_MS = 1_000_000
+#: An answer that repeats one piece of text this many times in a row is stuck: it is ended
+#: there, as Ollama does (a small model can otherwise loop until its token budget is spent).
+REPEAT_LIMIT = 30
 
 
 def now_iso() -> str:
@@ -72,13 +75,28 @@ class RecordStream:
     context: list[int] | None = None
     _held: str = ""
     _generated: list[int] = field(default_factory=list)
+    _last: str = ""
+    _repeats: int = 0
+    _events: int = 0
 
     def __post_init__(self) -> None:
         if self.tools is not None:
             self._held = self.tools.opened
 
+    def stuck(self, event: dict[str, Any]) -> bool:
+        """Whether this event's text is the same as the last :data:`REPEAT_LIMIT` ones'."""
+        text = (event.get("content") or "").strip()
+        self._repeats = self._repeats + 1 if text == self._last else 0
+        self._last = text
+        return self._repeats >= REPEAT_LIMIT
+
+    def cut(self) -> list[dict[str, Any]]:
+        """The end of an answer stopped here (stuck): the final record, counting the events."""
+        return self._end({"stop": True, "timings": {"predicted_n": self._events}})
+
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """The records for one engine event (the final one's last record is ``done``)."""
+        self._events += 1
         self._generated.extend(event.get("tokens") or [])
         text = event.get("content") or ""
         probs = event.get("completion_probabilities") or []
