@@ -1,14 +1,19 @@
-"""``garden keys create|list|revoke``: API keys, through the running gateway's admin routes.
+"""``garden keys create|list|revoke|purge``: API keys, through the running gateway's admin
+routes, or the database itself on the gateway's machine (``--local``).
 
-The gateway owns the database, so the CLI asks it (``/garden/keys``) instead of opening the
-database itself. The first key is made while the gateway has none (it is then open, on
-loopback); afterwards the CLI sends ``GARDEN_API_KEY`` (or ``OLLAMA_API_KEY``), which must
-be an admin key.
+The gateway owns the database, so the CLI asks it (``/garden/keys``). The first key is made
+while the gateway has none (it is then open, on loopback); afterwards the CLI sends
+``GARDEN_API_KEY`` (or ``OLLAMA_API_KEY``), which must be an admin key. An operator locked
+out (every key revoked or expired: the gateway stays closed) makes a key with ``--local``,
+which writes to the database the settings name; the gateway reads it within seconds.
+``purge --local`` deletes every key: the one way back to an open gateway.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +21,15 @@ import click
 from pydantic import BaseModel, ConfigDict
 
 from modelgarden.cli import _client, handles_errors, table
+
+_LOCAL = click.option(
+    "--local",
+    is_flag=True,
+    help="Write the key database directly (on the gateway's machine, with its settings).",
+)
+_CONFIG = click.option(
+    "--config", "config_file", type=click.Path(path_type=Path), help="garden.toml path."
+)
 
 
 class KeyInfo(BaseModel):
@@ -61,6 +75,8 @@ def keys() -> None:
 @click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute.")
 @click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Requests at once.")
+@_LOCAL
+@_CONFIG
 @handles_errors
 def create(
     name: str,
@@ -70,6 +86,8 @@ def create(
     rpm: int | None,
     tpm: int | None,
     max_concurrent: int | None,
+    local: bool,
+    config_file: Path | None,
 ) -> None:
     """Create a key and print it (it cannot be shown again)."""
     from modelgarden.client._base import Call
@@ -77,8 +95,12 @@ def create(
     body: dict[str, Any] = {"name": name, "scope": scope, "models": list(models)}
     extras = {"expires": expires, "rpm": rpm, "tpm": tpm, "max_concurrent": max_concurrent}
     body |= {k: v for k, v in extras.items() if v is not None}
-    with _client() as client:
-        created = client._call(Call("POST", "/garden/keys", body, name="keys"), KeyInfo, None)
+    if local:
+        created = KeyInfo(**asyncio.run(_create_local(body, config_file)))
+    else:
+        with _client() as client:
+            call = Call("POST", "/garden/keys", body, name="keys")
+            created = client._call(call, KeyInfo, None)
     click.echo(created.key)
     click.echo(
         f"Created {created.scope} key {created.id} ({created.name}); expires "
@@ -114,6 +136,57 @@ def list_keys() -> None:
             ]
         )
     table(rows)
+
+
+async def _local_ring(config_file: Path | None) -> Any:
+    """A key ring on the database the settings name (the gateway's own, opened here)."""
+    from modelgarden.config import find_config_file, load_settings
+    from modelgarden.db import connect
+    from modelgarden.security.keys import SCHEMA, KeyRing
+
+    settings = load_settings(find_config_file(config_file))
+    ring = KeyRing()
+    ring.db = await connect(settings.database_url, settings.models_dir)
+    await ring.db.ensure_schema(SCHEMA)
+    await ring.reload()
+    return ring
+
+
+async def _create_local(body: dict[str, Any], config_file: Path | None) -> dict[str, Any]:
+    from modelgarden.api.keys import KeyRequest
+    from modelgarden.security.keys import expiry
+
+    req = KeyRequest(**body)
+    ring = await _local_ring(config_file)
+    try:
+        limits = (req.rpm, req.tpm, req.max_concurrent)
+        key, secret = await ring.create(
+            req.name, req.scope, req.models, expiry(req.expires), limits
+        )
+    finally:
+        await ring.db.close()
+    return {**key.public(), "key": secret}
+
+
+@keys.command("purge")
+@_LOCAL
+@_CONFIG
+@click.option("--yes", is_flag=True, help="Confirm: every key is deleted, the gateway opens.")
+@handles_errors
+def purge(local: bool, config_file: Path | None, yes: bool) -> None:
+    """Delete every key: the gateway is open again (on loopback only, unless --insecure)."""
+    if not local or not yes:
+        raise click.UsageError("purge deletes every key: run it on the gateway's machine with "
+                               "--local --yes")  # fmt: skip
+
+    async def run() -> int:
+        ring = await _local_ring(config_file)
+        try:
+            return int(await ring.purge())
+        finally:
+            await ring.db.close()
+
+    click.echo(f"Deleted {asyncio.run(run())} key(s); the gateway asks for none now.", err=True)
 
 
 @keys.command("revoke")

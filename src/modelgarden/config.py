@@ -193,6 +193,30 @@ class Settings(BaseSettings):
         validation_alias=_env("GARDEN_READ_TIMEOUT"),
         description="Seconds a client may stall while sending its request's headers or body.",
     )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=_env("GARDEN_HEADER_TIMEOUT"),
+        description="Seconds a request head may take to arrive whole, from its first byte.",
+    )
+    max_header_size: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        validation_alias=_env("GARDEN_MAX_HEADER_SIZE"),
+        description="Largest request head: request line and headers (bytes or e.g. 64KiB).",
+    )
+    min_body_rate: float = Field(
+        default=1024.0,
+        ge=0,
+        validation_alias=_env("GARDEN_MIN_BODY_RATE"),
+        description="Bytes/s a request body must average once read_timeout has passed.",
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        validation_alias=_env("GARDEN_MAX_CONNECTIONS"),
+        description="Open client connections at once, per gateway process; past it: 503.",
+    )
     insecure: bool = Field(
         default=False,
         validation_alias=_env("GARDEN_INSECURE"),
@@ -254,12 +278,12 @@ class Settings(BaseSettings):
     def _parse_keep_alive(cls, value: Any) -> float:
         return parse_keep_alive(value)
 
-    @field_validator("max_body_size", mode="before")
+    @field_validator("max_body_size", "max_header_size", mode="before")
     @classmethod
     def _parse_body_size(cls, value: Any) -> int:
         return parse_bytes(value)
 
-    @field_validator("read_timeout", "shutdown_grace", mode="before")
+    @field_validator("read_timeout", "shutdown_grace", "header_timeout", mode="before")
     @classmethod
     def _parse_read_timeout(cls, value: Any) -> Any:
         return parse_keep_alive(value) if isinstance(value, str) else value

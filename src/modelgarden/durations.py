@@ -17,6 +17,8 @@ import math
 import re
 
 FOREVER = math.inf
+#: The longest duration Go (and so Ollama) can hold, ~292 years, in seconds.
+LONGEST = (2**63 - 1) / 1e9
 
 _UNITS = {
     "ns": 1e-9,
@@ -71,7 +73,7 @@ def parse_keep_alive(value: object) -> float:
         raise ValueError(f"keep_alive must be a number of seconds or a duration, not {value!r}")
     if isinstance(value, int | float):
         _check_finite(value)
-        return FOREVER if value < 0 else float(int(value))  # -inf: forever too
+        return FOREVER if value < 0 else _bounded(float(int(value)))  # -inf: forever too
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -87,8 +89,17 @@ def parse_keep_alive(value: object) -> float:
         else:
             _check_finite(seconds)
             seconds = float(int(seconds)) if seconds >= 0 else seconds  # -inf: forever
-        return FOREVER if seconds < 0 else seconds
+        return FOREVER if seconds < 0 else _bounded(seconds)
     raise ValueError(f"keep_alive must be a number of seconds or a duration, not {value!r}")
+
+
+def _bounded(seconds: float) -> float:
+    if seconds > LONGEST:
+        raise ValueError(
+            f"keep_alive is out of range: at most {LONGEST:.0f} seconds; "
+            "a negative value keeps the model loaded forever"
+        )
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

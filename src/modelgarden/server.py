@@ -13,12 +13,12 @@ from types import FrameType
 
 import structlog
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelgarden.api.app import create_app
+from modelgarden.api.connection import GuardedProtocol, limits_of
 from modelgarden.api.forward import WorkerGateway, WorkerLink
 from modelgarden.api.guard import is_loopback_bind
-from modelgarden.api.streaming import WATCHERS, ClientWatch, Drain
+from modelgarden.api.streaming import Drain
 from modelgarden.config import ConfigError, Settings
 from modelgarden.db import DatabaseError
 from modelgarden.gateway import Gateway
@@ -79,7 +79,7 @@ def serve(settings: Settings, config_file: Path | None = None) -> None:
         host=host,
         port=port,
         loop="uvloop",
-        http=ReadDeadlineProtocol.configured(settings.read_timeout),
+        http=GuardedProtocol.configured(limits_of(settings)),
         lifespan="on",
         access_log=False,
         log_level="warning",
@@ -123,66 +123,6 @@ def check_exposure(settings: Settings) -> None:
         "(`garden keys create --name admin --scope admin` against a gateway on 127.0.0.1), "
         "or pass --insecure"
     )
-
-
-class ReadDeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus a deadline on clients that stall mid-request.
-
-    uvicorn times out idle keep-alive connections, but not a connection that never sends
-    its request, or sends its headers or body a byte at a time (slowloris): each would hold
-    a socket and a slot forever. Here a connection is closed once it has been inside a
-    request (head or body) for ``read_timeout`` seconds without sending anything. The cost
-    on the hot path is one float stored per read; one timer per connection checks it.
-
-    It also tells the requests in flight on a connection when it is lost (their
-    :class:`~modelgarden.api.streaming.ClientWatch`), so that noticing a client that leaves
-    costs no task per request.
-    """
-
-    read_timeout = 30.0
-
-    @classmethod
-    def configured(cls, read_timeout: float) -> type[ReadDeadlineProtocol]:
-        """A subclass with this deadline (uvicorn takes a protocol class)."""
-        return type(cls.__name__, (cls,), {"read_timeout": read_timeout})
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._reading = True
-        self._last_read = self.loop.time()
-        self._watch = self.loop.call_later(self.read_timeout, self._check)
-        #: The requests on this connection watching for it to go (``api/streaming.py``).
-        self._watchers: set[ClientWatch] = set()
-
-    def data_received(self, data: bytes) -> None:
-        self._last_read = self.loop.time()
-        super().data_received(data)
-
-    def on_message_begin(self) -> None:
-        self._reading = True
-        super().on_message_begin()
-        self.scope[WATCHERS] = self._watchers  # type: ignore[literal-required]
-
-    def on_message_complete(self) -> None:
-        self._reading = False
-        super().on_message_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._watch.cancel()
-        super().connection_lost(exc)
-        for watcher in list(self._watchers):
-            watcher.lost()
-
-    def _check(self) -> None:
-        if self.transport.is_closing():
-            return
-        stalled = self.loop.time() - self._last_read
-        if self._reading and stalled >= self.read_timeout:
-            log.info("closing a client that stalled mid-request", client=self.client)
-            self.transport.close()
-            return
-        wait = self.read_timeout - stalled if self._reading else self.read_timeout
-        self._watch = self.loop.call_later(max(wait, 0.05), self._check)
 
 
 class _Server(uvicorn.Server):

@@ -106,3 +106,53 @@ def _report() -> None:
                     option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
                 )
             )
+
+
+#: Bodies that answer at once (one token), each number of which is then pushed out of range.
+_BASE: dict[str, dict[str, Any]] = {
+    "/api/generate": {"model": "smollm2:135m", "prompt": "1,", "raw": True, "stream": False,
+                      "options": {"num_predict": 1}},
+    "/api/chat": {"model": "smollm2:135m", "messages": [{"role": "user", "content": "x"}],
+                  "stream": False, "options": {"num_predict": 1}},
+    "/api/embed": {"model": "smollm2:135m", "input": "x"},
+    "/v1/chat/completions": {"model": "smollm2:135m", "max_tokens": 1,
+                             "messages": [{"role": "user", "content": "x"}]},
+    "/v1/completions": {"model": "smollm2:135m", "prompt": "1,", "max_tokens": 1},
+    "/v1/embeddings": {"model": "smollm2:135m", "input": "x"},
+}  # fmt: skip
+_OPTIONS = ("num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p",
+            "repeat_last_n", "temperature", "repeat_penalty", "presence_penalty",
+            "frequency_penalty", "mirostat", "mirostat_tau", "mirostat_eta", "num_ctx",
+            "num_batch", "num_gpu", "main_gpu", "num_thread")  # fmt: skip
+_TOP = ("keep_alive", "top_logprobs", "dimensions", "max_tokens", "temperature", "top_p",
+        "seed", "frequency_penalty", "presence_penalty", "n", "logprobs", "top_k")  # fmt: skip
+EXTREMES = st.sampled_from([1e300, -1e300, 2**64, -(2**64), 1e19, 3.5e38, -(2**31) - 1])
+
+
+def test_numbers_out_of_range_are_400s_never_500s(garden: GardenServer) -> None:
+    import httpx
+
+    seen: dict[int, int] = {}
+
+    @given(
+        path=st.sampled_from(sorted(_BASE)),
+        where=st.sampled_from([("options", name) for name in _OPTIONS] + [("", t) for t in _TOP]),
+        value=EXTREMES,
+    )
+    @settings(max_examples=max(EXAMPLES * 4, 40), deadline=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    def run(path: str, where: tuple[str, str], value: float) -> None:
+        body = orjson.loads(orjson.dumps(_BASE[path]))
+        group, name = where
+        if group:
+            body.setdefault("options", {})[name] = value
+        else:
+            body[name] = value
+        answer = httpx.post(garden.url + path, json=body, timeout=60)
+        seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
+        assert answer.status_code < 500, f"{path} {where}={value}: {answer.text[:300]}"
+        if answer.status_code >= 400:
+            check_shape(path, answer.content)
+
+    run()
+    assert seen.get(400, 0) > 0  # the extremes were really refused, not all ignored

@@ -179,7 +179,7 @@ def test_format_then_parse_round_trip(text: str) -> None:
 # --- properties -------------------------------------------------------------------------------
 
 
-@given(st.integers(min_value=0, max_value=10**12))
+@given(st.integers(min_value=0, max_value=9 * 10**9))  # up to Go's longest duration
 def test_int_seconds_and_s_suffix_agree(n: int) -> None:
     assert parse_keep_alive(n) == parse_keep_alive(f"{n}s") == n
 

@@ -15,7 +15,7 @@ from modelgarden.api.guard import DEFAULT_ORIGINS, allowed_host, origin_pattern
 from modelgarden.api.keys import expiry
 from modelgarden.config import parse_bytes
 from modelgarden.errors import BadRequest
-from modelgarden.security.auth import INFERENCE, _secret, required
+from modelgarden.security.auth import INFERENCE, required, secret_of
 from modelgarden.wire.ollama import ChatRequest, EmbedRequest, GenerateRequest, ModelRef
 from modelgarden.wire.openai import ChatCompletionRequest
 
@@ -55,7 +55,7 @@ def test_any_origin_gets_a_verdict(origin: str) -> None:
 
 @given(st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=40)), max_size=6))
 def test_any_headers_give_a_key_or_none(headers: list[tuple[bytes, bytes]]) -> None:
-    secret = _secret(headers)
+    secret = secret_of(headers)
     assert secret is None or isinstance(secret, str)
 
 

@@ -24,7 +24,7 @@ from modelgarden.api import keys as key_routes
 from modelgarden.api.body import describe_first
 from modelgarden.api.errors import ollama_error, openai_error, unexpected
 from modelgarden.api.forward import Forwarder, ForwardToPrimary, WorkerLink, replay
-from modelgarden.api.guard import Guard
+from modelgarden.api.guard import Guard, is_loopback_bind
 from modelgarden.api.ollama import inference, models, transfer
 from modelgarden.api.openai import routes as openai_routes
 from modelgarden.api.openapi import install_schemas
@@ -114,8 +114,9 @@ class FastPath:
         self.keys = keys
         #: In a relay worker: where every request it does not answer itself goes.
         self.forward = forward
+        exposed = not is_loopback_bind(settings.bind[0]) and not settings.insecure
         self.guard = Guard(
-            Auth(self._route, keys),
+            Auth(self._route, keys, exposed=exposed),
             bind_host=settings.bind[0],
             origins=settings.origin_list,
             max_body=settings.max_body_size,

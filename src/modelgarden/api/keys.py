@@ -2,13 +2,12 @@
 
 ``garden keys`` uses these routes. While no key exists the gateway is open (and listens on
 loopback only, unless told ``--insecure``), so the first key is created by whoever can
-reach it there; from then on, managing keys takes an admin key.
+reach it there; from then on, managing keys takes an admin key (or, locked out, the
+database itself: ``garden keys create --local`` on the gateway's machine).
 """
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Literal
 
 import orjson
@@ -18,9 +17,8 @@ from starlette.responses import Response
 
 from modelgarden.api.body import parse
 from modelgarden.api.openapi import body_schema
-from modelgarden.durations import parse_go_duration
-from modelgarden.errors import BadRequest, GardenError, NotFound
-from modelgarden.security.keys import KeyRing
+from modelgarden.errors import GardenError, NotFound
+from modelgarden.security.keys import KeyRing, expiry
 
 router = APIRouter(tags=["keys"])
 JSON = "application/json"
@@ -47,29 +45,6 @@ class KeyRequest(BaseModel):
         if any("," in g for g in cleaned):
             raise ValueError("one glob per item, without commas")
         return cleaned
-
-
-def expiry(text: str | None) -> float | None:
-    """When a key expires (Unix time), from ``30d``/``12h`` or an ISO date; ``None``: never."""
-    if text is None or not text.strip():
-        return None
-    text = text.strip()
-    if text[-1] == "d" and text[:-1].isdigit():
-        return time.time() + int(text[:-1]) * 86400
-    if text[-1] in "hms":
-        try:
-            return time.time() + parse_go_duration(text)
-        except ValueError:
-            pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"expires: expected 30d, 12h or an ISO date, got {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if when.timestamp() <= time.time():
-        raise BadRequest("expires: that moment has passed")
-    return when.timestamp()
 
 
 def _keys(request: Request) -> KeyRing:

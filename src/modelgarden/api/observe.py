@@ -2,7 +2,8 @@
 
 None of them calls or wakes a backend: ``/health`` only says the gateway answers,
 ``/ready`` reads what the gateway already knows (the model store on disk, the usage
-database, each backend's breakers and queues), ``/metrics`` is the Prometheus registry.
+database, each backend's breakers and queues; with keys on, only an admin key sees more
+than ``ready``), ``/metrics`` is the Prometheus registry.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from starlette.responses import Response
 
 from modelgarden.db import DatabaseError
 from modelgarden.errors import BadRequest, DatabaseUnavailable
+from modelgarden.security.auth import secret_of
+from modelgarden.security.keys import KeyRing
 from modelgarden.telemetry import Telemetry
 from modelgarden.telemetry.metrics import CONTENT_TYPE
 from modelgarden.telemetry.usage import GROUPS, parse_since, summary
@@ -58,6 +61,8 @@ async def ready(request: Request) -> Response:
     store_error = await asyncio.to_thread(_store_readable, models)
     usage = telemetry.usage_state()
     ok = store_error is None and usage["ok"]
+    if not _insider(request):  # with keys on, paths and upstreams are for admins only
+        return _json({"status": "ready" if ok else "not ready"}, 200 if ok else 503)
     body = {
         "status": "ready" if ok else "not ready",
         "config": {"ok": True},
@@ -71,6 +76,17 @@ async def ready(request: Request) -> Response:
         "backends": telemetry.backends(),
     }
     return _json(body, 200 if ok else 503)
+
+
+def _insider(request: Request) -> bool:
+    """Whether the caller may see the gateway's insides: keys are off, or it sent an
+    admin key (``/ready`` is public: load balancers probe it without one)."""
+    keys: KeyRing = request.app.state.keys
+    if not keys.enabled:
+        return True
+    secret = secret_of(request.scope["headers"])
+    key = keys.find(secret) if secret else None
+    return key is not None and key.usable and key.scope == "admin"
 
 
 @router.get("/metrics")

@@ -10,6 +10,7 @@ turns the engine's stream into Ollama records.
 from __future__ import annotations
 
 import asyncio
+import os
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -48,6 +49,11 @@ from modelgarden.templates.thinking import think_value
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
 
 log = structlog.get_logger(__name__)
+#: Bounds of the load options a request may set (``num_thread`` by this machine's cores).
+CORES = os.cpu_count() or 1
+MAX_BATCH = 8192
+MAX_LAYERS = 1024
+MAX_GPUS = 64
 NDJSON = "application/x-ndjson"
 JSON = "application/json"
 
@@ -77,6 +83,7 @@ class LocalBackend:
         self._embedders: set[str] = set()
         #: Free memory of the GPU the engine offloads to (0: it runs on the CPU).
         self._vram = 0
+        self._clamped: set[tuple[str, int]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -146,10 +153,12 @@ class LocalBackend:
             model_path=str(model.model_path),
             num_ctx=max(num_ctx, 64),
             parallel=self.settings.num_parallel,
-            num_batch=int(options.get("num_batch") or 512),
-            num_thread=int(options.get("num_thread") or self.settings.threads),
-            num_gpu=int(options.get("num_gpu", -1)),
-            main_gpu=int(options.get("main_gpu", -1)),
+            num_batch=self._bounded("num_batch", options.get("num_batch") or 512, 1, MAX_BATCH),
+            num_thread=self._bounded(
+                "num_thread", options.get("num_thread") or self.settings.threads, 1, CORES
+            ),
+            num_gpu=self._bounded("num_gpu", options.get("num_gpu", -1), -1, MAX_LAYERS),
+            main_gpu=self._bounded("main_gpu", options.get("main_gpu", -1), -1, MAX_GPUS),
             use_mmap=bool(options.get("use_mmap", True)),
             projector=str(model.projector_path or ""),
             embedding=embedder or str(model.model_path) in self._embedders,
@@ -158,6 +167,16 @@ class LocalBackend:
             nice=self.settings.runner_nice,
             server=self.settings.llama_server,
         )
+
+    def _bounded(self, name: str, value: Any, low: int, high: int) -> int:
+        """A load option within what this machine can use (a request cannot start a runner
+        with 64 threads on 2 cores, say); clamping is logged once per value."""
+        wanted = int(value)
+        kept = min(max(wanted, low), high)
+        if kept != wanted and (name, wanted) not in self._clamped:
+            self._clamped.add((name, wanted))
+            log.info("load option clamped", option=name, asked=wanted, used=kept)
+        return kept
 
     def need(self, model: LocalModel, info: GGUFInfo, spec: LaunchSpec) -> MemoryEstimate:
         """The model's estimated memory need when started as ``spec``: with a GPU the engine

@@ -104,11 +104,15 @@ async def series(request: Request, minutes: int = WINDOW) -> Response:
 
 
 class ConsoleFiles(StaticFiles):
-    """The console's files, revalidated on each load so an upgrade shows at once."""
+    """The console's files, revalidated on each load so an upgrade shows at once, and never
+    shown inside another site's frame (clickjacking: a page that frames the console could
+    make a visitor press its delete buttons)."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
         response.headers["cache-control"] = "no-cache"
+        response.headers["content-security-policy"] = "frame-ancestors 'self'"
+        response.headers["x-frame-options"] = "SAMEORIGIN"
         return response
 
 

@@ -29,6 +29,9 @@ from modelgarden.templates.tools import TOOL_CALL_OPEN, forced_call_schema
 #: Bytes of prompt text below which it surely fits a slot without asking the tokenizer
 #: (a token always covers at least one byte; a few are added: BOS, a leading space).
 _TOKEN_SLACK = 8
+#: Inputs embedded per engine call: a request of thousands of inputs is many short calls,
+#: so a client that leaves stops the work within one of them.
+EMBED_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -320,7 +323,12 @@ class ModelEngine:
                     raise too_long(len(tokens), limit)
                 tokens = tokens[:limit]
             prepared.append(tokens)
-        vectors, count = await self.client.embeddings(prepared) if prepared else ([], 0)
+        vectors: list[list[float]] = []
+        count = 0
+        for at in range(0, len(prepared), EMBED_BATCH):  # a client that leaves stops it here
+            part, read = await self.client.embeddings(prepared[at : at + EMBED_BATCH])
+            vectors.extend(part)
+            count += read
         if dims:
             vectors = [_normalised(v[:dims]) for v in vectors]
         return {

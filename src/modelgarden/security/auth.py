@@ -12,9 +12,12 @@ Routes fall in three classes (:func:`required`):
   status, metrics, usage, backends, passthrough to upstreams, and key management.
   A route not listed is admin-only, so a new route is never open by mistake.
 
-With no usable key in the database the gateway is open (it then listens on loopback only,
-unless started with ``--insecure``). With keys, a request without one gets 401, a user key
-on an admin route 403, and a key over its limits 429 with ``Retry-After``. The key is read
+With no key in the database the gateway is open (it then listens on loopback only, unless
+started with ``--insecure``; a gateway that listens beyond loopback refuses every request
+if its keys are deleted while it runs). Once a key exists it fails closed: a request
+without one gets 401, a user key on an admin route 403, a key over its limits 429 with
+``Retry-After``, and when no key is usable any more (all revoked or expired) every request
+gets a 401 that says how to recover on the gateway's machine. The key is read
 from ``Authorization: Bearer`` (what the ``openai`` and ``ollama`` clients send) or
 ``X-API-Key``; it is never passed on to an upstream.
 """
@@ -27,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelgarden.api.errors import send_error
 from modelgarden.errors import Forbidden, GardenError, Unauthorized
-from modelgarden.security.keys import Key, KeyRing
+from modelgarden.security.keys import RECOVER, Key, KeyRing
 
 Need = Literal["public", "user", "admin"]
 M = TypeVar("M")
@@ -63,7 +66,8 @@ def required(method: str, path: str) -> Need:
     return "admin"
 
 
-def _secret(headers: list[tuple[bytes, bytes]]) -> str | None:
+def secret_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The API key a request sends (``Authorization: Bearer`` or ``X-API-Key``)."""
     for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
@@ -77,17 +81,27 @@ def _secret(headers: list[tuple[bytes, bytes]]) -> str | None:
 class Auth:
     """Owns the decision to let a request in; wraps the routes with the :class:`KeyRing`."""
 
-    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyRing, *, exposed: bool = False) -> None:
         self.app = app
         self.keys = keys
+        #: Listening beyond loopback without ``--insecure``: never open without keys.
+        self.exposed = exposed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys.enabled:
+        if scope["type"] != "http" or not (self.keys.enabled or self.exposed):
             await self.app(scope, receive, send)
             return
         need = required(scope["method"], scope["path"])
         if need == "public":
             await self.app(scope, receive, send)
+            return
+        if not self.keys.enabled:  # exposed, and its keys were deleted while it runs
+            exc = Unauthorized(
+                "this gateway listens beyond loopback and has no API key: create one on its "
+                "machine (garden keys create --local --name admin --scope admin), or restart "
+                "it with --insecure"
+            )
+            await send_error(scope, receive, send, exc)
             return
         try:
             key = self._check(scope, need)
@@ -105,16 +119,20 @@ class Auth:
             key.active -= 1
 
     def _check(self, scope: Scope, need: Need) -> Key:
-        secret = _secret(scope["headers"])
+        secret = secret_of(scope["headers"])
         if secret is None:
-            raise Unauthorized("this gateway needs an API key: send Authorization: Bearer <key>")
+            hint = "" if self.keys.any_usable else f" (no usable key is left: {RECOVER})"
+            raise Unauthorized(
+                f"this gateway needs an API key: send Authorization: Bearer <key>{hint}"
+            )
         key = self.keys.find(secret)
-        if key is None:
-            raise Unauthorized("invalid API key")
-        if key.revoked_at is not None:
-            raise Unauthorized("API key has been revoked")
-        if not key.usable:
-            raise Unauthorized("API key has expired")
+        if key is None or not key.usable:
+            reason = "invalid API key" if key is None else "API key has expired"
+            if key is not None and key.revoked_at is not None:
+                reason = "API key has been revoked"
+            if not self.keys.any_usable:
+                reason += f"; no usable key is left: {RECOVER}"
+            raise Unauthorized(reason)
         if need == "admin" and key.scope != "admin":
             raise Forbidden(f"{scope['method']} {scope['path']} needs an admin key")
         if scope["path"] in INFERENCE:

@@ -23,12 +23,14 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
 
 from modelgarden.db import Database, DatabaseError
-from modelgarden.errors import RateLimited
+from modelgarden.durations import parse_go_duration
+from modelgarden.errors import BadRequest, RateLimited
 
 log = structlog.get_logger(__name__)
 Scope = Literal["user", "admin"]
@@ -175,16 +177,44 @@ def _key(row: Sequence[Any]) -> tuple[str, Key]:
 
 
 async def count_keys(settings: Any) -> int:
-    """How many usable keys the settings' database holds (opened and closed here)."""
+    """How many keys, usable or not, the settings' database holds (opened and closed here):
+    any key at all means the gateway asks for one."""
     from modelgarden.db import connect
 
     db = await connect(settings.database_url, settings.models_dir)
     try:
         await db.ensure_schema(SCHEMA)
-        rows = await db.fetch(f"SELECT {COLUMNS} FROM api_keys WHERE revoked_at IS NULL")
+        rows = await db.fetch(f"SELECT {COLUMNS} FROM api_keys")
     finally:
         await db.close()
-    return sum(1 for row in rows if _key(row)[1].usable)
+    return len(rows)
+
+
+#: What a locked-out operator does (shown when no key is usable).
+RECOVER = "on the gateway's machine, run: garden keys create --local --name admin --scope admin"
+
+
+def expiry(text: str | None) -> float | None:
+    """When a key expires (Unix time), from ``30d``/``12h`` or an ISO date; ``None``: never."""
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    if text[-1] == "d" and text[:-1].isdigit():
+        return time.time() + int(text[:-1]) * 86400
+    if text[-1] in "hms":
+        try:
+            return time.time() + parse_go_duration(text)
+        except ValueError:
+            pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"expires: expected 30d, 12h or an ISO date, got {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when.timestamp() <= time.time():
+        raise BadRequest("expires: that moment has passed")
+    return when.timestamp()
 
 
 class KeyRing:
@@ -201,8 +231,18 @@ class KeyRing:
 
     @property
     def enabled(self) -> bool:
-        """Whether requests must carry a key: some key was usable at the last read."""
+        """Whether requests must carry a key: some key exists, usable or not.
+
+        Once a key has been made the gateway never goes back to open by itself: when the
+        last one expires or is revoked it is locked (:data:`RECOVER` says how to get back
+        in); only deleting every key (``garden keys purge --local``) opens it again.
+        """
         return self._enabled
+
+    @property
+    def any_usable(self) -> bool:
+        """Whether some key can still be used (else every caller is locked out)."""
+        return any(k.usable for k in self._by_id.values())
 
     async def start(self, db: Database) -> None:
         """Create the table, read the keys, and keep re-reading them."""
@@ -244,7 +284,7 @@ class KeyRing:
             by_hash[hashed] = key
         self._by_hash = by_hash
         self._by_id = {k.id: k for k in by_hash.values()}
-        self._enabled = any(k.usable for k in by_hash.values())
+        self._enabled = bool(by_hash)
         self.loaded = True
 
     def find(self, secret: str) -> Key | None:
@@ -298,6 +338,15 @@ class KeyRing:
         )
         await self.reload()
         return self._by_id[kid], secret
+
+    async def purge(self) -> int:
+        """Delete every key (the gateway is open again); returns how many there were."""
+        assert self.db is not None
+        await self.reload()
+        count = len(self._by_id)
+        await self.db.executemany("DELETE FROM api_keys WHERE id = ?", [(k,) for k in self._by_id])
+        await self.reload()
+        return count
 
     async def revoke(self, ref: str) -> Key | None:
         """Revoke a key by id or name; ``None`` when there is no such key."""

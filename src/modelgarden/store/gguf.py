@@ -19,6 +19,8 @@ from typing import Any
 GGUF_MAGIC = b"GGUF"
 #: Arrays longer than this are not materialised, only counted.
 MAX_ARRAY_ITEMS = 256
+#: Arrays of arrays deeper than this are refused (no real model nests more than 2).
+MAX_ARRAY_DEPTH = 16
 
 # llama.cpp's LLAMA_FTYPE values, as Ollama names them in ``quantization_level``.
 FILE_TYPES: dict[int, str] = {
@@ -177,6 +179,7 @@ class _Cursor:
     def __init__(self, buf: mmap.mmap) -> None:
         self.buf = buf
         self.pos = 0
+        self.depth = 0
 
     def unpack(self, fmt: str, size: int) -> Any:
         if self.pos + size > len(self.buf):
@@ -213,6 +216,15 @@ class _Cursor:
         raise GGUFError(f"unknown GGUF value type {vtype}")
 
     def array(self) -> list[Any] | ArrayInfo:
+        if self.depth >= MAX_ARRAY_DEPTH:  # a crafted header would exhaust the stack
+            raise GGUFError(f"arrays nested more than {MAX_ARRAY_DEPTH} deep in the GGUF header")
+        self.depth += 1
+        try:
+            return self._array()
+        finally:
+            self.depth -= 1
+
+    def _array(self) -> list[Any] | ArrayInfo:
         item_type = self.unpack("<I", 4)
         length = self.unpack("<Q", 8)
         if length <= MAX_ARRAY_ITEMS:

@@ -121,6 +121,19 @@ def manifest_problem(data: Any) -> str | None:
     return None
 
 
+async def read_bounded(resp: aiohttp.ClientResponse, limit: int, source: str) -> bytes:
+    """A body of at most ``limit`` bytes, whether or not it was announced with a
+    Content-Length (a chunked one is read only as far as the limit)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise BackendUnavailable(f"{source} sent a huge manifest (over {limit} bytes)")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def parse_manifest(raw: bytes, source: str) -> Manifest:
     """Decode and check a manifest; :class:`BackendUnavailable` naming ``source`` if bad."""
     try:
@@ -225,7 +238,7 @@ class RegistryClient:
                     raise await status_error(resp, self.ref.base, "pull model manifest")
                 if (resp.content_length or 0) > MAX_MANIFEST:
                     raise BackendUnavailable(f"registry {self.ref.base} sent a huge manifest")
-                raw = await resp.read()
+                raw = await read_bounded(resp, MAX_MANIFEST, f"registry {self.ref.base}")
         return raw, parse_manifest(raw, f"registry {self.ref.base}")
 
     @contextlib.asynccontextmanager

@@ -22,6 +22,7 @@ from modelgarden.gateway import Gateway
 from modelgarden.security.auth import check_model, visible
 from modelgarden.store.blobs import parse_digest
 from modelgarden.store.create import CreateSpec, create_model
+from modelgarden.store.modelfile import Modelfile, parse_modelfile
 from modelgarden.store.names import ModelName
 from modelgarden.wire.ollama import (
     CopyRequest,
@@ -105,6 +106,28 @@ async def create(request: Request) -> Response:
     req, _ = await parse(request, CreateRequest)
     if req.quantize:
         raise BadRequest("quantize is not supported: create from an already quantized GGUF")
+    spec = create_spec(req)
+    store = _gateway(request).local.store
+    records = await asyncio.to_thread(lambda: list(create_model(store, spec)))
+    if req.stream is False:
+        return Response(orjson.dumps(records[-1]), media_type=JSON)
+    body = b"".join(orjson.dumps(r) + b"\n" for r in records)
+    return Response(body, media_type="application/x-ndjson")
+
+
+#: Fields of ``/api/create`` that older clients send; any other unknown field is a 400.
+_CREATE_EXTRAS = frozenset({"modelfile", "adapters", "path", "insecure"})
+
+
+def create_spec(req: CreateRequest) -> CreateSpec:
+    """What a create asks for: its JSON fields, over a ``modelfile`` older clients send."""
+    extra = set(req.model_extra or {})
+    if unknown := sorted(extra - _CREATE_EXTRAS):
+        raise BadRequest(f"unknown field(s) for /api/create: {', '.join(unknown)}")
+    if (req.model_extra or {}).get("adapters"):
+        raise BadRequest("adapters are not supported: LoRA adapters cannot be loaded here")
+    if (req.model_extra or {}).get("path"):
+        raise BadRequest("path is not supported: upload the GGUF (POST /api/blobs) and send files")
     licenses = [req.license] if isinstance(req.license, str) else req.license
     spec = CreateSpec(
         model=req.model or req.name,
@@ -116,12 +139,35 @@ async def create(request: Request) -> Response:
         messages=[m.model_dump(exclude_none=True) for m in req.messages] if req.messages else None,
         license=licenses,
     )
-    store = _gateway(request).local.store
-    records = await asyncio.to_thread(lambda: list(create_model(store, spec)))
-    if req.stream is False:
-        return Response(orjson.dumps(records[-1]), media_type=JSON)
-    body = b"".join(orjson.dumps(r) + b"\n" for r in records)
-    return Response(body, media_type="application/x-ndjson")
+    text = (req.model_extra or {}).get("modelfile")
+    if text:
+        if not isinstance(text, str):
+            raise BadRequest("modelfile must be a string")
+        _apply_modelfile(spec, parse_modelfile(text))
+    return spec
+
+
+def _apply_modelfile(spec: CreateSpec, mf: Modelfile) -> None:
+    """Fill what the JSON fields left unset from a Modelfile (a blob as ``FROM @sha256:``)."""
+    if mf.from_ and not (spec.from_ or spec.files):
+        source = mf.from_.removeprefix("@")
+        if source.startswith("sha256:"):
+            spec.files = {"model.gguf": source}
+        elif source.startswith((".", "/", "~")):
+            raise BadRequest(
+                f"FROM {mf.from_}: a path on the client; upload the file (POST /api/blobs) and "
+                "send it in files"
+            )
+        else:
+            spec.from_ = source
+    spec.template = spec.template if spec.template is not None else mf.template
+    spec.system = spec.system if spec.system is not None else mf.system
+    if spec.parameters is None and mf.parameters:
+        spec.parameters = mf.parameters
+    if spec.messages is None and mf.messages:
+        spec.messages = list(mf.messages)
+    if spec.license is None and mf.licenses:
+        spec.license = mf.licenses
 
 
 @router.head("/api/blobs/{digest}")
