@@ -52,7 +52,7 @@ from tests.conftest import (
 
 FAST = {**GREEDY, "num_predict": 4}
 #: Keep reading this for seconds: the runner is busy until it is done.
-LONG_OPTIONS = {"temperature": 0, "repeat_penalty": 1.0, "num_predict": 400}
+LONG_OPTIONS = {"temperature": 0, "repeat_penalty": 1.0, "num_predict": 160}
 LONG_GENERATE = {
     "model": DEFAULT_MODEL,
     "prompt": "Count from 1 to 1000: 1, 2, 3,",
