@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import structlog
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -96,6 +97,15 @@ class FakeBackend:
                 yield orjson.dumps(line) + b"\n"
 
         return BackendResponse(200, "application/x-ndjson", body(), Api.OLLAMA)
+
+
+@pytest.fixture(autouse=True)
+def plain_logging() -> Iterator[None]:
+    """structlog as it is by default: an earlier test may have bound it to a stream of its
+    own, closed since (the app here logs a line per request)."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture
