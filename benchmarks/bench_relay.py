@@ -11,6 +11,9 @@ answers at once), so what is measured is the cost of the hop itself. One run mea
   ``kind = "ollama"`` (an Ollama client's ``/api/chat`` relayed as bytes) and
   ``kind = "openai"`` (``/api/chat`` translated to ``/v1/chat/completions`` and back, and
   ``/v1/chat/completions`` relayed); ``GET /api/version`` on it is the framework's floor;
+* ``gateway traced``: the same gateway (``--workers N`` for each count in
+  ``--traced-workers``) exporting a trace of every request over OTLP/HTTP to
+  ``otlp_sink.py``, a process of its own; the report says how many spans arrived;
 * ``litellm``: ``litellm --config ...`` with one ``openai/...`` model on the stub,
   ``/v1/chat/completions``, with 1 worker and with ``--num_workers 2``.
 
@@ -47,7 +50,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -100,20 +103,26 @@ LITELLM_2 = "litellm /v1/chat/completions, 2 workers"
 OLLAMA_CHAT, OPENAI_CHAT = "/api/chat", "/v1/chat/completions"
 
 
-def gateway_names(workers: int) -> tuple[str, str, str]:
-    """The relay, translated and /v1 columns of the gateway run with ``workers`` processes."""
-    if workers == 1:
+def gateway_names(workers: int, traced: bool = False) -> tuple[str, str, str]:
+    """The relay, translated and /v1 columns of the gateway run with ``workers`` processes
+    (``traced``: exporting a trace of every request)."""
+    if workers == 1 and not traced:
         return GW_RELAY, GW_TRANSLATE, GW_V1
-    tag = f"gateway ×{workers}"
+    tag = "gateway traced" if traced else "gateway"
+    if workers > 1:
+        tag += f" ×{workers}"
     return (GW_RELAY.replace("gateway", tag, 1), GW_TRANSLATE.replace("gateway", tag, 1),
             GW_V1.replace("gateway", tag, 1))  # fmt: skip
 
 
-def gateway_server(workers: int) -> str:
-    return "gateway" if workers == 1 else f"gateway-{workers}"
+def gateway_server(workers: int, traced: bool = False) -> str:
+    name = "gateway-traced" if traced else "gateway"
+    return name if workers == 1 else f"{name}-{workers}"
 
 
-def targets(litellm_workers: list[int], gateway_workers: list[int]) -> list[Target]:
+def targets(
+    litellm_workers: list[int], gateway_workers: list[int], traced_workers: Sequence[int] = ()
+) -> list[Target]:
     found = [
         Target(D_OLLAMA, "stub", OLLAMA_CHAT, "stub", "ollama", D_OLLAMA),
         Target(D_OPENAI, "stub", OPENAI_CHAT, "stub-openai", "openai", D_OPENAI),
@@ -127,11 +136,10 @@ def targets(litellm_workers: list[int], gateway_workers: list[int]) -> list[Targ
             expect=b'"version"', stream=False,
         ),
     ]  # fmt: skip
-    for workers in gateway_workers:
-        if workers == 1:
-            continue
-        relay, translated, v1 = gateway_names(workers)
-        server = gateway_server(workers)
+    gateways = [(w, False) for w in gateway_workers if w > 1] + [(w, True) for w in traced_workers]
+    for workers, traced in gateways:
+        relay, translated, v1 = gateway_names(workers, traced)
+        server = gateway_server(workers, traced)
         found += [
             Target(relay, server, OLLAMA_CHAT, "stub", "ollama", D_OLLAMA),
             Target(translated, server, OLLAMA_CHAT, "stub-openai", "ollama", D_OPENAI),
@@ -455,21 +463,34 @@ def servers(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Server]]
             f'[[backends]]\nname = "stub-ollama"\nkind = "ollama"\nurls = ["{upstream}"]\n\n'
             f'[[backends]]\nname = "stub-openai"\nkind = "openai"\nurls = ["{upstream}/v1"]\n'
         )
-        for workers in args.gateway_workers:
+        if args.traced_workers:
+            sink_port = free_port()
+            sink = launch("otlp-sink", [sys.executable, str(HERE / "otlp_sink.py"), "--port",
+                                        str(sink_port)], {})  # fmt: skip
+            sink.startup_s = wait_until(
+                lambda: bool(get(f"http://127.0.0.1:{sink_port}/v1/traces")), "otlp-sink",
+                sink.proc, work / "otlp-sink.log",
+            )  # fmt: skip
+        gateways = [(w, False) for w in args.gateway_workers]
+        gateways += [(w, True) for w in args.traced_workers]
+        for workers, traced in gateways:
             gw_port = free_port()
             extra = {"GARDEN_WORKERS": str(workers)} if workers > 1 else {}
+            if traced:  # every request sampled, exported in batches (the SDK's defaults)
+                extra["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
+                extra["OTEL_SERVICE_NAME"] = gateway_server(workers, traced)
             env_gw = {
                 "port": str(gw_port),
                 "GARDEN_CONFIG": str(toml),
                 "OLLAMA_HOST": f"127.0.0.1:{gw_port}",
-                "GARDEN_MODELS": str(work / f"models-{workers}"),
+                "GARDEN_MODELS": str(work / f"models-{gateway_server(workers, traced)}"),
                 # info: telemetry fully on (one log line per request, as by default).
                 "GARDEN_LOG_LEVEL": args.gateway_log_level,
                 "PYTHONPATH": str(args.gateway_src),
                 **extra,
             }
             cmd = [sys.executable, "-m", "modelgarden", "serve"]
-            launch(gateway_server(workers), cmd, env_gw, workers)
+            launch(gateway_server(workers, traced), cmd, env_gw, workers)
         litellm = find_litellm(args.litellm)
         if args.litellm_workers and litellm is None:
             sys.exit(
@@ -494,7 +515,7 @@ def servers(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Server]]
                    "--num_workers", str(workers)]  # fmt: skip
             launch(f"litellm-{workers}", cmd, {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}, workers)
         for name, server in running.items():
-            if name == "stub":
+            if name in ("stub", "otlp-sink"):
                 continue
             url = f"http://127.0.0.1:{server.port}"
             log = work / f"{name}.log"
@@ -638,16 +659,24 @@ def main() -> None:
         help="comma-separated process counts (garden serve --workers), one gateway each; "
         "the targets are judged on the one with the most requests/s at the top concurrency",
     )
+    parser.add_argument(
+        "--traced-workers",
+        type=lambda s: sorted({int(w) for w in s.split(",") if w}),
+        default=[],
+        help="comma-separated process counts of gateways that export a trace of every request "
+        "(OTLP/HTTP to benchmarks/otlp_sink.py), measured beside the untraced ones",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "relay.json")
     args = parser.parse_args()
 
     started = time.time()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp, servers(args, Path(tmp)) as run:
-        found = targets(args.litellm_workers, args.gateway_workers)
+        found = targets(args.litellm_workers, args.gateway_workers, args.traced_workers)
         columns = {t.name: Column(t) for t in found}
         idle = idle_cpu(run)
         uvloop.run(measure(args, run, columns))
+        exported = traced_counts(run) if args.traced_workers else {}
         litellm = find_litellm(args.litellm)
         litellm_python = str(Path(litellm).resolve().parent / "python") if litellm else ""
         env = {
@@ -664,7 +693,35 @@ def main() -> None:
         }  # fmt: skip
     env["loadavg_before"] = " ".join(f"{x:.2f}" for x in load_before)
     env["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if exported:
+        env["otlp_exported"] = json.dumps(exported)
     report(columns, args, procs, env, time.time() - started)
+
+
+#: The batch span processor's default delay between exports (OTEL_BSP_SCHEDULE_DELAY).
+SCHEDULE_DELAY_S = 5.0
+
+
+def traced_counts(running: dict[str, Server]) -> dict[str, Any]:
+    """What the traced gateways exported, as the sink counted it, beside the inference
+    requests they answered (their ``/metrics``): every request should have its spans."""
+    url = f"http://127.0.0.1:{running['otlp-sink'].port}/v1/traces"
+    sink, quiet_since = json.loads(get(url)), time.monotonic()
+    while time.monotonic() - quiet_since < SCHEDULE_DELAY_S + 1:  # the last batches go out
+        time.sleep(0.25)
+        now = json.loads(get(url))
+        if now["spans"] != sink["spans"]:
+            sink, quiet_since = now, time.monotonic()
+    answered = 0.0
+    for name, server in running.items():
+        if name.startswith("gateway-traced"):
+            text = get(f"http://127.0.0.1:{server.port}/metrics").decode()
+            answered += sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("garden_requests_total{")
+            )
+    return {**sink, "requests_answered": answered}
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -738,7 +795,7 @@ def report(
     wall: float,
 ) -> None:
     lines = []
-    head = f"{'column':<50}"
+    head = f"{'column':<56}"
     for c in args.concurrency:
         head += f" {'c' + str(c) + ' req/s':>11} {'p50':>7} {'p99':>7}"
     lines.append(head + f" {'+p50 c1':>8} {'err':>4} {'CPU ms/req c16':>14}")
@@ -747,7 +804,7 @@ def report(
     rows: list[dict[str, Any]] = []
     for col in columns.values():
         base = columns[col.target.baseline]
-        line = f"{col.target.name:<50}"
+        line = f"{col.target.name:<56}"
         for c in args.concurrency:
             w = f"c{c}"
             line += (
@@ -775,14 +832,14 @@ def report(
         rows.append(row)
     relay = columns[R_OLLAMA]
     lines.append("")
-    lines.append(f"{'streamed, ' + str(args.chunks) + ' chunks':<50} {'TTFB ms':>8} "
+    lines.append(f"{'streamed, ' + str(args.chunks) + ' chunks':<56} {'TTFB ms':>8} "
                  f"{'chunks/s':>9} {'vs relay':>8} {'err':>4} {'CPU µs/chunk':>12}")  # fmt: skip
     for col in columns.values():
         if not col.target.stream:
             continue
         rate = col.median("stream", "chunks_per_s")
         lines.append(
-            f"{col.target.name:<50} {col.median('stream', 'ttfb_ms'):>8.2f} {rate:>9.0f} "
+            f"{col.target.name:<56} {col.median('stream', 'ttfb_ms'):>8.2f} {rate:>9.0f} "
             f"{ratio(rate, relay.median('stream', 'chunks_per_s')):>8.1%} "
             f"{col.errors('stream'):>4} {col.median('stream', 'cpu_server'):>12.2f}"
         )

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -25,6 +25,9 @@ from modelgarden.client import (
     Unavailable,
 )
 from modelgarden.wire.ollama import ChatResponse
+
+if TYPE_CHECKING:
+    from modelgarden.config import EnvFile, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,10 +112,30 @@ def main() -> None:
     """modelgarden: a drop-in Ollama and OpenAI-compatible model gateway."""
 
 
+_ENV_FILE_HELP = ".env file to read (default ./.env when present; env GARDEN_ENV_FILE)."
+
+
+def _settings(
+    config_file: Path | None, env_file: Path | None, **overrides: Any
+) -> tuple[Settings, Path | None, EnvFile | None]:
+    """The settings from every source (README, Settings), the ``garden.toml`` and ``.env``
+    files they came from; the file's other variables are put in the environment."""
+    from modelgarden.config import find_config_file, find_env_file, load_settings, read_env_file
+
+    env_path = find_env_file(env_file)
+    env = read_env_file(env_path) if env_path is not None else None
+    found = find_config_file(config_file, env)
+    settings = load_settings(found, env, **overrides)
+    if env is not None:
+        env.export()
+    return settings, found, env
+
+
 @main.command()
 @click.option("--host", help="Address to listen on (default 127.0.0.1:11434; env OLLAMA_HOST).")
 @click.option("--models", "models_dir", type=click.Path(path_type=Path), help="Models folder.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="garden.toml path.")
+@click.option("--env-file", type=click.Path(path_type=Path), help=_ENV_FILE_HELP)
 @click.option(
     "--insecure",
     is_flag=True,
@@ -130,34 +153,35 @@ def serve(
     host: str | None,
     models_dir: Path | None,
     config_file: Path | None,
+    env_file: Path | None,
     insecure: bool | None,
     workers: int | None,
 ) -> None:
     """Start the gateway (serves the default model smollm2:135m out of the box)."""
-    from modelgarden.config import find_config_file, load_settings
     from modelgarden.server import serve as run_server
 
-    found = find_config_file(config_file)
-    settings = load_settings(
-        found, host=host, models_dir=models_dir, insecure=insecure, workers=workers
+    settings, found, env = _settings(
+        config_file, env_file, host=host, models_dir=models_dir, insecure=insecure, workers=workers
     )
-    run_server(settings, found)
+    run_server(settings, found, env.path if env is not None else None)
 
 
 @main.command()
 @click.option("--models", "models_dir", type=click.Path(path_type=Path), help="Models folder.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="garden.toml path.")
+@click.option("--env-file", type=click.Path(path_type=Path), help=_ENV_FILE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handles_errors
-def doctor(models_dir: Path | None, config_file: Path | None, as_json: bool) -> None:
+def doctor(
+    models_dir: Path | None, config_file: Path | None, env_file: Path | None, as_json: bool
+) -> None:
     """This machine, the installed models' memory needs and which fit, and what to pull."""
     import orjson
     from rich.console import Console
 
-    from modelgarden.config import find_config_file, load_settings
     from modelgarden.doctor import render, report
 
-    settings = load_settings(find_config_file(config_file), models_dir=models_dir)
+    settings, _, _ = _settings(config_file, env_file, models_dir=models_dir)
     data = report(settings)
     if as_json:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())

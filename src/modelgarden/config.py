@@ -1,9 +1,16 @@
-"""Settings: environment (``GARDEN_*`` and Ollama's ``OLLAMA_*`` names) and ``garden.toml``.
+"""Settings: environment (``GARDEN_*`` and Ollama's ``OLLAMA_*`` names), a ``.env`` file and
+``garden.toml``.
 
 Validated once at start by :func:`load_settings`; a bad value stops the start with one line
-that names the setting and what it accepts (:class:`ConfigError`). Precedence, highest
-first: explicit overrides (command-line flags), environment, ``garden.toml``, defaults.
-The ``GARDEN_*`` name wins over the ``OLLAMA_*`` one when both are set.
+that names the setting, what it accepts and, when it came from a file, the file
+(:class:`ConfigError`). Precedence, highest first: explicit overrides (command-line flags),
+environment, the ``.env`` file (:func:`find_env_file`: ``--env-file``, else
+``GARDEN_ENV_FILE``, else ``./.env``), ``garden.toml``, defaults. Sources are ranked first:
+within one source the ``GARDEN_*`` name wins over the ``OLLAMA_*`` one.
+
+The ``.env`` file's other variables (upstream keys named by a backend's ``api_key_env``,
+``OTEL_*``, ``HF_TOKEN``) are for whatever reads the environment by name:
+:meth:`EnvFile.export` puts those the environment lacks into it (README, Settings).
 """
 
 from __future__ import annotations
@@ -11,14 +18,19 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping, MutableMapping
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -33,10 +45,93 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MODEL = "smollm2:135m"
 
 _toml_file: ContextVar[Path | None] = ContextVar("garden_toml_file", default=None)
+_env_file: ContextVar[EnvFile | None] = ContextVar("garden_env_file", default=None)
 
 
 class ConfigError(Exception):
     """A setting has a value the gateway cannot start with; the message is one line."""
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    """The variables of one ``.env`` file, read once: a source of settings (below the
+    environment, above ``garden.toml``) and of variables read by name elsewhere.
+
+    Values are never shown: an error names the file, the line or the setting, and only a
+    setting's own value (a database URL's password redacted).
+    """
+
+    path: Path
+    values: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def export(self, environ: MutableMapping[str, str] | None = None) -> list[str]:
+        """Put the file's variables that are not settings, and that the environment lacks,
+        into the environment; returns their names.
+
+        So a backend's ``api_key_env`` key, ``OTEL_*`` or ``HF_TOKEN`` written in the file
+        reaches what reads it by name (and child processes). A real environment variable is
+        never overridden, and settings stay with their own source: a relay worker reads the
+        same file again (``GARDEN_ENV_FILE``) and ranks them exactly as its primary did.
+        """
+        target = os.environ if environ is None else environ
+        settings = _setting_names()
+        added = [k for k in self.values if k not in settings and k not in target]
+        for name in added:
+            target[name] = self.values[name]
+        return added
+
+
+def find_env_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """``--env-file``, else ``GARDEN_ENV_FILE``, else ``./.env`` when present."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("GARDEN_ENV_FILE"):
+        return Path(env)
+    local = Path(".env")
+    return local if local.is_file() else None
+
+
+def read_env_file(path: Path) -> EnvFile:
+    """Read a ``.env`` file (``NAME=value`` lines, ``#`` comments, quotes, ``export``
+    prefixes, ``${VAR}`` references), or raise :class:`ConfigError` naming the file and the
+    first line that is not one of those (never its text: it may hold a key)."""
+    if not path.is_file():
+        raise ConfigError(f"env file {path} does not exist")
+    try:
+        with path.open(encoding="utf-8") as stream:
+            bad = next((b for b in parse_stream(stream) if b.error), None)
+        if bad is not None:
+            raise ConfigError(
+                f"env file {path} line {bad.original.line}: expected NAME=value"
+            ) from None
+        values = dotenv_values(path, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"env file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"env file {path} cannot be read: {exc.strerror}") from None
+    return EnvFile(path, {k: v for k, v in values.items() if v is not None})
+
+
+def _setting_names() -> frozenset[str]:
+    """Every environment name a setting is read from (``GARDEN_*``, ``OLLAMA_*``...)."""
+    names: set[str] = set()
+    for info in Settings.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(c) for c in alias.choices)
+    return frozenset(names)
+
+
+class _EnvFileSource(EnvSettingsSource):
+    """Settings from an :class:`EnvFile`, read exactly as the environment is (same names,
+    same ``GARDEN_*`` over ``OLLAMA_*`` rule), ranked below it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env_file: EnvFile) -> None:
+        self._file_values = env_file.values
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return dict(self._file_values)
 
 
 def _env(*names: str) -> AliasChoices:
@@ -356,7 +451,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_path = _toml_file.get()
+        env_file = _env_file.get()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if env_file is not None:
+            sources.append(_EnvFileSource(settings_cls, env_file))
         if toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         return tuple(sources)
@@ -372,17 +470,25 @@ def _env_names(loc: str) -> str:
     return loc
 
 
-def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """``--config``, else ``GARDEN_CONFIG``, else ``./garden.toml`` when present."""
+def find_config_file(
+    explicit: str | os.PathLike[str] | None = None, env_file: EnvFile | None = None
+) -> Path | None:
+    """``--config``, else ``GARDEN_CONFIG`` (from the environment, else the ``.env`` file),
+    else ``./garden.toml`` when present."""
     if explicit:
         return Path(explicit)
-    if env := os.environ.get("GARDEN_CONFIG"):
-        return Path(env)
+    named = os.environ.get("GARDEN_CONFIG")
+    if not named and env_file is not None:
+        named = env_file.values.get("GARDEN_CONFIG")
+    if named:
+        return Path(named)
     local = Path("garden.toml")
     return local if local.is_file() else None
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+def load_settings(
+    config_file: Path | None = None, env_file: EnvFile | None = None, **overrides: Any
+) -> Settings:
     """Build and validate the settings, or raise :class:`ConfigError` with one line."""
     if config_file is not None:
         if not config_file.is_file():
@@ -391,9 +497,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             tomllib.loads(config_file.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
-    token = _toml_file.set(config_file)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    token, env_token = _toml_file.set(config_file), _env_file.set(env_file)
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**given)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
@@ -401,6 +508,26 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         if "DATABASE_URL" in field.upper() and isinstance(value, str):
             value = redact(value)  # never echo a password
         msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"invalid setting {_env_names(field)}={value!r}: {msg}") from None
+        where = _origin(field, given, env_file, config_file)
+        raise ConfigError(f"invalid setting {_env_names(field)}={value!r}{where}: {msg}") from None
     finally:
         _toml_file.reset(token)
+        _env_file.reset(env_token)
+
+
+def _origin(
+    loc: str, given: Mapping[str, Any], env_file: EnvFile | None, config_file: Path | None
+) -> str:
+    """`` in FILE`` when the source that won for a setting is a file, else ``""``: the
+    sources are asked in their order of precedence."""
+    name, names = loc, [loc]
+    for field_name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else []
+        if loc == field_name or loc in choices:
+            name, names = field_name, choices
+    if name in given or any(n in os.environ for n in names):
+        return ""
+    if env_file is not None and any(n in env_file.values for n in names):
+        return f" in {env_file.path}"
+    return f" in {config_file}" if config_file is not None else ""

@@ -80,6 +80,11 @@ class Limiter:
         #: Calls turned away because the queue was full.
         self.rejected = 0
 
+    @property
+    def full(self) -> bool:
+        """Whether a call now would wait for a slot."""
+        return self._slots.locked()
+
     async def acquire(self) -> None:
         """Take a slot, waiting in the bounded queue if need be."""
         if self._slots.locked() and self.waiting >= self.max_queue:

@@ -40,7 +40,9 @@ LAST_RESORT = 5.0
 RETIRE_GRACE = 900.0
 
 
-def serve(settings: Settings, config_file: Path | None = None) -> None:
+def serve(
+    settings: Settings, config_file: Path | None = None, env_file: Path | None = None
+) -> None:
     """Serve until interrupted; every runner process is stopped on the way out.
 
     With ``settings.workers`` above 1 this process is the primary and starts the relay
@@ -66,7 +68,7 @@ def serve(settings: Settings, config_file: Path | None = None) -> None:
             sockets.append(private)
             url = f"http://127.0.0.1:{private.getsockname()[1]}"
             account = app.state.telemetry.account
-            workers = Workers(settings, settings.workers, url, account, config_file)
+            workers = Workers(settings, settings.workers, url, account, config_file, env_file)
             app.state.workers = workers
         log.info(
             "modelgarden listening",

@@ -248,12 +248,15 @@ class Workers:
         primary_url: str,
         account: Callable[[RequestRecord], None],
         config_file: Path | None = None,
+        env_file: Path | None = None,
     ) -> None:
         self.settings = settings
         self.count = count
         self.primary_url = primary_url
         self.account = account
         self.config_file = config_file
+        #: The primary's ``.env`` file: each worker reads it again, ranking it as the primary did.
+        self.env_file = env_file
         #: The current process of each worker number.
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         #: How many times each worker number has been replaced at its process's request.
@@ -284,6 +287,8 @@ class Workers:
             env["GARDEN_INSECURE"] = "1"
         if self.config_file is not None:
             env["GARDEN_CONFIG"] = str(self.config_file.resolve())
+        if self.env_file is not None:
+            env["GARDEN_ENV_FILE"] = str(self.env_file.resolve())
         return env
 
     async def start(self) -> None:

@@ -37,6 +37,7 @@ from modelgarden.security.auth import Auth
 from modelgarden.security.keys import KeyRing
 from modelgarden.telemetry import Telemetry
 from modelgarden.telemetry.service import METER_KEY, START_KEY
+from modelgarden.telemetry.tracing import Tracing
 from modelgarden.workers import Workers
 
 #: Seconds beyond the grace period that stopping workers get before they are killed.
@@ -175,11 +176,18 @@ HOT_ROUTES: dict[str, Endpoint] = {
 
 
 def create_app(
-    settings: Settings, gateway: Gateway | None = None, worker: WorkerLink | None = None
+    settings: Settings,
+    gateway: Gateway | None = None,
+    worker: WorkerLink | None = None,
+    tracing: Tracing | None = None,
 ) -> FastPath:
-    """Build the gateway's ASGI app (``worker``: a relay worker's, see ``workers.py``)."""
+    """Build the gateway's ASGI app (``worker``: a relay worker's, see ``workers.py``).
+
+    ``tracing``: where spans go; by default as the ``OTEL_*`` variables say (off unless an
+    OTLP endpoint is set).
+    """
     gw = gateway or Gateway(settings)
-    telemetry = Telemetry(settings, gw)
+    telemetry = Telemetry(settings, gw, tracing or Tracing.from_environment())
     keys = KeyRing()
     telemetry.hooks.append(keys.spend_record)
     if worker is not None:

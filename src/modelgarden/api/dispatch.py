@@ -73,6 +73,8 @@ async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
     meter = telemetry.meter(request.scope)
     meter.api, meter.endpoint, meter.stream = incoming.api, request.scope["path"], incoming.stream
     meter.model = incoming.model
+    if meter.trace is not None:
+        meter.trace.request_model = incoming.model
     key = key_of(request.scope)
     if key is not None:
         meter.key_id = key.id
@@ -123,6 +125,7 @@ async def _send(
         stream=incoming.stream,
         start_ns=time.time_ns(),
         keep_alive=incoming.keep_alive,
+        trace=meter.trace,
     )
     sent = time.perf_counter_ns()
     try:

@@ -16,9 +16,12 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
+
+if TYPE_CHECKING:
+    from modelgarden.telemetry.tracing import RequestTrace
 
 
 class Api(enum.StrEnum):
@@ -44,6 +47,8 @@ class BackendRequest:
     start_ns: int
     #: Parsed ``keep_alive`` in seconds, when the client sent one.
     keep_alive: float | None = None
+    #: The request's trace, for the backend's queue and upstream spans; ``None``: off.
+    trace: RequestTrace | None = None
 
 
 async def _nothing() -> None:

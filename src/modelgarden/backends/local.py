@@ -14,7 +14,7 @@ import os
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -47,6 +47,9 @@ from modelgarden.store.gguf import GGUFInfo
 from modelgarden.store.store import LocalModel, ModelStore
 from modelgarden.templates.thinking import think_value
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
+
+if TYPE_CHECKING:
+    from modelgarden.telemetry.tracing import LoadWindow, Upstream
 
 log = structlog.get_logger(__name__)
 #: Bounds of the load options a request may set (``num_thread`` by this machine's cores).
@@ -227,20 +230,34 @@ class LocalBackend:
         if self._is_empty(request):
             return await self._load_or_unload(request, model, info, spec)
         need = self.need(model, info, spec)
-        lease = await self.scheduler.acquire(spec, model.name, model, need, request.keep_alive)
+        acquiring = self.scheduler.acquire(spec, model.name, model, need, request.keep_alive)
+        trace = request.trace
+        upstream: Upstream | None = None
+        if trace is None:
+            lease = await acquiring
+        else:
+            lease = await trace.queued(acquiring, self.name, _load_window)
+            upstream = trace.upstream(self.name)
         try:
             engine = await self._engine(lease, model, info)
             body = self._runner_body(request, model, options)
             if request.endpoint == "embed":
                 result = await engine.embed(body, request.start_ns, lease.load_ns, spec.batch)
                 self.scheduler.release(lease)
+                if upstream is not None:
+                    upstream.answered(200, lease.base_url)
+                    upstream.end()
                 return _one(orjson.dumps(result), JSON)
             answer = engine.chat if request.endpoint == "chat" else engine.generate
             records = await answer(body, lease.load_ns)
-        except BaseException:
+            if upstream is not None:
+                upstream.answered(200, lease.base_url)
+        except BaseException as exc:
             self.scheduler.release(lease)
+            if upstream is not None:
+                upstream.failed(exc)
             raise
-        return self._respond(request, lease, records)
+        return self._respond(request, lease, records, upstream)
 
     async def _engine(self, lease: Lease, model: LocalModel, info: GGUFInfo) -> ModelEngine:
         """The model's engine on the leased runner (its properties read once per runner)."""
@@ -262,7 +279,11 @@ class LocalBackend:
         return ModelEngine(client, traits, await client.props())
 
     def _respond(
-        self, request: BackendRequest, lease: Lease, records: AsyncIterator[dict[str, Any]]
+        self,
+        request: BackendRequest,
+        lease: Lease,
+        records: AsyncIterator[dict[str, Any]],
+        upstream: Upstream | None = None,
     ) -> BackendResponse:
         released = False
 
@@ -272,6 +293,8 @@ class LocalBackend:
                 released = True
                 await records.aclose()  # type: ignore[attr-defined]
                 self.scheduler.release(lease)
+                if upstream is not None:
+                    upstream.end()
 
         if request.stream:
             return BackendResponse(200, NDJSON, _ndjson(records), Api.OLLAMA, close=close)
@@ -327,6 +350,21 @@ class LocalBackend:
             body["system"] = body.get("system") or model.system
             body["template"] = body.get("template") or model.template
         return body
+
+
+def _load_window(lease: Lease) -> LoadWindow | None:
+    """When the runner a request waited for loaded, for its ``garden.runner.load`` span."""
+    window = lease.load_window
+    if window is None:
+        return None
+    spec, runner = lease.model.spec, lease.runner
+    attributes = {
+        "gen_ai.request.model": lease.model.name,
+        "garden.runner.pid": runner.pid or 0,
+        "garden.runner.num_ctx": spec.num_ctx,
+        "garden.runner.parallel": spec.parallel,
+    }
+    return (*window, attributes)
 
 
 def _one(data: bytes, media: str) -> BackendResponse:

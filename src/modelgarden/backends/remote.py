@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -30,6 +30,9 @@ from modelgarden.errors import BackendUnavailable, GardenError, InvalidModelName
 from modelgarden.resilience import CircuitBreaker, Limiter, backoff
 from modelgarden.store.names import ModelName
 from modelgarden.wire.ollama import ListModel, ModelDetails, PsModel, ShowResponse
+
+if TYPE_CHECKING:
+    from modelgarden.telemetry.tracing import Upstream
 
 log = structlog.get_logger(__name__)
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
@@ -309,22 +312,45 @@ class RemoteBackend:
         return orjson.loads(raw)
 
     async def send(self, request: BackendRequest) -> BackendResponse:
-        """Relay one inference request; the answer's bytes come back untouched."""
+        """Relay one inference request; the answer's bytes come back untouched.
+
+        When the request is traced, a full limiter's wait is its ``garden.queue`` span and
+        the call its ``garden.upstream`` span, whose ``traceparent`` goes upstream.
+        """
         body = orjson.dumps(request.body)
-        await self.limiter.acquire()
+        trace = request.trace
+        upstream: Upstream | None = None
+        if trace is None:
+            await self.limiter.acquire()
+        else:
+            waits = self.limiter.full
+            await (
+                trace.queued(self.limiter.acquire(), self.name) if waits else self.limiter.acquire()
+            )
+            upstream = trace.upstream(self.name)
         try:
             response, replica = await self.request(
-                "POST", lambda r: self._inference_url(r, request.api, request.endpoint), body
+                "POST",
+                lambda r: self._inference_url(r, request.api, request.endpoint),
+                body,
+                None if upstream is None else upstream.headers,
             )
-        except BaseException:
+        except BaseException as exc:
             self.limiter.release()
+            if upstream is not None:
+                upstream.failed(exc)
             raise
+        if upstream is not None:
+            upstream.answered(response.status, str(response.url))
         if response.status != 200:
             raw = await response.read()
             response.release()
             replica.outstanding -= 1
             self.limiter.release()
-            raise status_error(response.status, raw)
+            error = status_error(response.status, raw)
+            if upstream is not None:
+                upstream.failed(error)
+            raise error
         return BackendResponse(
             200,
             response.headers.get("content-type", "application/json").split(";")[0],
@@ -332,13 +358,14 @@ class RemoteBackend:
                 response, BackendUnavailable, f"backend '{self.name}'", self.config.timeouts.idle
             ),
             request.api,
-            close=self.closer(response, replica),
+            close=self.closer(response, replica, upstream),
         )
 
     def closer(
-        self, response: aiohttp.ClientResponse, replica: Replica
+        self, response: aiohttp.ClientResponse, replica: Replica, upstream: Upstream | None = None
     ) -> Callable[[], Awaitable[None]]:
-        """Frees a started response's connection, replica count and limiter slot, once."""
+        """Frees a started response's connection, replica count and limiter slot, once
+        (and ends its ``garden.upstream`` span)."""
         done = False
 
         async def close() -> None:
@@ -348,6 +375,8 @@ class RemoteBackend:
                 response.close()
                 replica.outstanding -= 1
                 self.limiter.release()
+                if upstream is not None:
+                    upstream.end()
 
         return close
 

@@ -129,6 +129,8 @@ class AsyncClient:
             content, headers["content-type"] = _file_chunks(call.upload), "application/octet-stream"
         elif content is not None:
             headers["content-type"] = "application/json"
+        if plan.trace is not None:
+            headers.update(plan.trace.headers)
         request = self._http.build_request(
             call.method, attempt.url, content=content, headers=headers, timeout=limits
         )

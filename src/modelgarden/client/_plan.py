@@ -20,6 +20,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from modelgarden.client import _trace
 from modelgarden.client._base import (
     DONE,
     Call,
@@ -173,6 +174,8 @@ class CallPlan:
         self._first_at: float | None = None
         self._chunks = 0
         self._tokens: tuple[int | None, int | None] = (None, None)
+        #: The call's span and ``traceparent`` when OpenTelemetry is installed.
+        self.trace = _trace.start(call)
 
     def begin(self) -> None:
         """Start the clock now (a stream starts when it is first iterated)."""
@@ -349,6 +352,9 @@ class CallPlan:
             retries=max(0, len(self._tried) - 1),
             hosts_tried=tuple(self._tried),
             chunks=self._chunks,
+            trace_id=None if self.trace is None else self.trace.trace_id,
         )
+        if self.trace is not None:
+            self.trace.end(self.stats)
         publish(self.stats, self.core.on_call)
         return self.stats

@@ -25,7 +25,9 @@ class CallStats:
     end, retries and pauses included; ``ttft_s`` is the time to the first streamed chunk.
     ``tokens_in``/``tokens_out`` come from Ollama's ``prompt_eval_count``/``eval_count``
     or OpenAI's ``usage``. ``attempts`` counts requests that went out (0 when a breaker
-    failed the call fast); ``retries`` is ``attempts - 1`` (never negative).
+    failed the call fast); ``retries`` is ``attempts - 1`` (never negative). ``trace_id``
+    is the OpenTelemetry trace the call belongs to (sent as ``traceparent``), when there
+    is one: the gateway's spans for the call are in the same trace.
     """
 
     method: str
@@ -43,6 +45,7 @@ class CallStats:
     retries: int
     hosts_tried: tuple[str, ...]
     chunks: int
+    trace_id: str | None = None
 
     def log_fields(self) -> dict[str, Any]:
         """The fields for the log line (times in milliseconds)."""

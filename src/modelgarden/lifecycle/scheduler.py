@@ -59,6 +59,9 @@ class LoadedModel:
     retiring: bool = False
     #: Requests that chose this model and wait for its start or a slot.
     waiting: int = 0
+    #: When its runner's start began and ended (``perf_counter_ns``; 0 until it has).
+    load_began: int = 0
+    load_ended: int = 0
 
     @property
     def runners(self) -> list[RunnerProcess]:
@@ -99,6 +102,12 @@ class Lease:
     runner: RunnerProcess
     load_ns: int
     released: bool = False
+
+    @property
+    def load_window(self) -> tuple[int, int] | None:
+        """When the runner this request waited for loaded (``perf_counter_ns``), if it did."""
+        m = self.model
+        return (m.load_began, m.load_ended) if self.load_ns and m.load_ended else None
 
     @property
     def base_url(self) -> str:
@@ -294,8 +303,10 @@ class Scheduler:
                 on_exit=self._runner_exited,
                 polite=self._spinning(model),
             )
+            model.load_began = time.perf_counter_ns()
             try:
                 await runner.start()
+                model.load_ended = time.perf_counter_ns()
             finally:
                 if self.budget is not None:
                     self.budget.reserved -= model.need.ram

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from modelgarden.telemetry import Telemetry
+    from modelgarden.telemetry.tracing import RequestTrace
 
 #: The longest client-given request id that is kept (longer or odd ones are replaced).
 MAX_REQUEST_ID = 128
@@ -131,6 +132,7 @@ class Meter:
         "started",
         "stream",
         "telemetry",
+        "trace",
     )
 
     def __init__(self, telemetry: Telemetry, request_id: str, start_ns: int) -> None:
@@ -153,6 +155,8 @@ class Meter:
         self.first_ns = 0
         self.overhead_ns = 0
         self.finished = False
+        #: The request's trace when tracing is on (``telemetry/tracing.py``), else ``None``.
+        self.trace: RequestTrace | None = None
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """``X-Request-ID`` and ``X-Garden-Overhead-Ms``, fixing the overhead as of now."""
@@ -175,27 +179,28 @@ class Meter:
         if tokens.completion is None and usage is not None:
             tokens = Tokens(usage.prompt_tokens, usage.completion_tokens, usage.eval_duration)
         ttft = (self.first_ns - self.start_ns) / 1e6 if self.first_ns else None
-        self.telemetry.record(
-            RequestRecord(
-                request_id=self.request_id,
-                started=self.started,
-                api=self.api,
-                endpoint=self.endpoint,
-                model=self.model,
-                backend=self.backend,
-                status=status,
-                stream=self.stream,
-                duration_ms=(end - self.start_ns) / 1e6,
-                ttft_ms=ttft,
-                overhead_ms=self.overhead_ns / 1e6,
-                prompt_tokens=tokens.prompt,
-                completion_tokens=tokens.completion,
-                tokens_per_s=self._rate(tokens, end),
-                key_id=self.key_id,
-                error=error,
-                prompt=self.prompt,
-            )
+        record = RequestRecord(
+            request_id=self.request_id,
+            started=self.started,
+            api=self.api,
+            endpoint=self.endpoint,
+            model=self.model,
+            backend=self.backend,
+            status=status,
+            stream=self.stream,
+            duration_ms=(end - self.start_ns) / 1e6,
+            ttft_ms=ttft,
+            overhead_ms=self.overhead_ns / 1e6,
+            prompt_tokens=tokens.prompt,
+            completion_tokens=tokens.completion,
+            tokens_per_s=self._rate(tokens, end),
+            key_id=self.key_id,
+            error=error,
+            prompt=self.prompt,
         )
+        if self.trace is not None:
+            self.trace.end(record, self.first_ns, tail)
+        self.telemetry.record(record)
 
     def _rate(self, tokens: Tokens, end: int) -> float | None:
         if not tokens.completion:

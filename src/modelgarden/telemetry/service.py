@@ -27,6 +27,7 @@ from modelgarden.telemetry.metrics import Metrics, state_metrics
 from modelgarden.telemetry.record import Meter, RequestRecord, request_id_of
 from modelgarden.telemetry.series import Series
 from modelgarden.telemetry.state import describe
+from modelgarden.telemetry.tracing import Tracing
 from modelgarden.telemetry.usage import UsageWriter
 
 log = structlog.get_logger("modelgarden.requests")
@@ -38,11 +39,15 @@ METER_KEY = "garden.meter"
 
 
 class Telemetry:
-    """Owns the metrics registry, the chart series, the per-request log line and the usage
-    writer."""
+    """Owns the metrics registry, the chart series, the per-request log line, the usage
+    writer and the process's tracing (when on)."""
 
-    def __init__(self, settings: Settings, gateway: Gateway) -> None:
+    def __init__(
+        self, settings: Settings, gateway: Gateway, tracing: Tracing | None = None
+    ) -> None:
         self.settings = settings
+        #: Spans for each inference request (``None``: tracing is off; telemetry/tracing.py).
+        self.tracing = tracing
         self.gateway = gateway
         self.log_prompts = settings.log_prompts
         self.usage = UsageWriter()
@@ -96,6 +101,8 @@ class Telemetry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
         await self.usage.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the last spans go out
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -105,6 +112,10 @@ class Telemetry:
         if meter is None:
             start = scope.get(START_KEY) or time.perf_counter_ns()
             meter = scope[METER_KEY] = Meter(self, request_id_of(scope["headers"]), start)
+            if self.tracing is not None:
+                meter.trace = self.tracing.start(
+                    scope["headers"], start, meter.request_id, scope["path"]
+                )
         return meter
 
     def account(self, r: RequestRecord) -> None:
