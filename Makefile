@@ -8,6 +8,7 @@ HOST   ?= 127.0.0.1:11434
 # The console's browser tests drive Debian's Chromium through Playwright (Playwright's own
 # browser download needs the internet).
 CHROMIUM ?= /usr/bin/chromium
+REDIS    ?= /usr/bin/redis-server
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install install-test serve test lint typecheck unit bench screenshots clean
@@ -30,9 +31,14 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
 
+# Redis for the tests of per-key limits shared across gateways (started by the tests).
+$(REDIS):
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q redis-server
+
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test $(CHROMIUM)
+install-test: $(VENV)/.installed-test $(CHROMIUM) $(REDIS)
 
 ## serve: install, then serve the default model (smollm2:135m) on $(HOST)
 serve: install

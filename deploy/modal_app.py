@@ -37,6 +37,10 @@ MODELS_PATH = "/root/.ollama/models"
 #: endpoints redirect to a result URL at 150 s).
 EARLY_START = 120.0
 ROOT = Path(__file__).resolve().parent.parent
+EPHEMERAL_KEYS = (
+    "GATEWAY_KEYS=true needs a database that outlives the gateway's containers: put "
+    "GARDEN_DATABASE_URL=postgresql://... in a Modal secret and name it in GATEWAY_SECRET"
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,12 @@ class DeploySettings:
     gateway_cpu: float = 0.5
     gateway_memory: int = 1024
     gateway_concurrency: int = 256
+    #: API keys on the gateway (beyond Modal's proxy keys): they need a database that
+    #: outlives the containers, named by ``gateway_secret``.
+    gateway_keys: bool = False
+    #: A Modal secret holding GARDEN_DATABASE_URL (PostgreSQL), and GARDEN_REDIS_URL for
+    #: per-key limits shared by every gateway container.
+    gateway_secret: str = ""
     ollama_gpu: str = "A100-40GB"
     ollama_scaledown: int = 300
     ollama_timeout: int = 1800
@@ -87,6 +97,8 @@ def load_settings(env: Mapping[str, str]) -> DeploySettings:
         raise ValueError("GATEWAY_MIN_CONTAINERS >= 0 and OLLAMA_MAX_CONTAINERS >= 1, please")
     if not settings.models:
         raise ValueError("OLLAMA_MODELS must name at least one model")
+    if settings.gateway_keys and not settings.gateway_secret:
+        raise ValueError(EPHEMERAL_KEYS)
     return settings
 
 
@@ -119,6 +131,7 @@ def class_options(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         .add_local_python_source("modelgarden")
     )
     volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
+    secrets = [modal.Secret.from_name(s.gateway_secret)] if s.gateway_secret else []
     return {
         "gateway": {
             "image": gateway_image,
@@ -126,6 +139,7 @@ def class_options(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             "memory": s.gateway_memory,
             "min_containers": s.gateway_min_containers,
             "timeout": s.ollama_timeout,
+            "secrets": secrets,
         },
         "backend": {
             "image": backend_image,
@@ -203,10 +217,16 @@ def gateway_app(
         max_concurrency=settings.ollama_concurrency * settings.ollama_max_containers,
         timeouts=Timeouts(first_byte=settings.ollama_timeout, idle=300.0),
     )
+    database = os.environ.get("GARDEN_DATABASE_URL", "")
+    if settings.gateway_keys and not database.startswith(("postgresql://", "postgres://")):
+        raise RuntimeError(EPHEMERAL_KEYS)
     garden = Settings(
         default_model="",
         models_dir=Path("/tmp/modelgarden-models"),
         backends=[backend],
+        database_url=database,
+        redis_url=os.environ.get("GARDEN_REDIS_URL", ""),
+        ephemeral=True,  # the container's disk goes with it: no keys on a database there
     )
     return EarlyStart(create_app(garden), after=early_start)
 

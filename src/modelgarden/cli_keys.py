@@ -12,6 +12,7 @@ which writes to the database the settings name; the gateway reads it within seco
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,11 @@ def keys() -> None:
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Requests at once.")
 @_LOCAL
 @_CONFIG
+@click.option(
+    "--from-env", "from_env", metavar="VAR",
+    help="With --local: the key is this environment variable's value (a deployment's own).",
+)  # fmt: skip
+@click.option("--if-absent", is_flag=True, help="With --local: nothing if the name exists.")
 @handles_errors
 def create(
     name: str,
@@ -88,6 +94,8 @@ def create(
     max_concurrent: int | None,
     local: bool,
     config_file: Path | None,
+    from_env: str | None,
+    if_absent: bool,
 ) -> None:
     """Create a key and print it (it cannot be shown again)."""
     from modelgarden.client._base import Call
@@ -95,13 +103,21 @@ def create(
     body: dict[str, Any] = {"name": name, "scope": scope, "models": list(models)}
     extras = {"expires": expires, "rpm": rpm, "tpm": tpm, "max_concurrent": max_concurrent}
     body |= {k: v for k, v in extras.items() if v is not None}
+    if (from_env or if_absent) and not local:
+        raise click.UsageError("--from-env and --if-absent write the database: add --local")
     if local:
-        created = KeyInfo(**asyncio.run(_create_local(body, config_file)))
+        secret = _secret_from(from_env)
+        made = asyncio.run(_create_local(body, config_file, secret, if_absent))
+        if made is None:
+            click.echo(f"A key named {name} exists already: nothing made.", err=True)
+            return
+        created = KeyInfo(**made)
     else:
         with _client() as client:
             call = Call("POST", "/garden/keys", body, name="keys")
             created = client._call(call, KeyInfo, None)
-    click.echo(created.key)
+    if not from_env:  # an operator's own secret is not printed back
+        click.echo(created.key)
     click.echo(
         f"Created {created.scope} key {created.id} ({created.name}); expires "
         f"{_when(created.expires_at)}. Store it now: it cannot be shown again.",
@@ -152,20 +168,41 @@ async def _local_ring(config_file: Path | None) -> Any:
     return ring
 
 
-async def _create_local(body: dict[str, Any], config_file: Path | None) -> dict[str, Any]:
+def _secret_from(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise click.UsageError(f"--from-env {variable}: that variable is not set")
+    return value
+
+
+async def _create_local(
+    body: dict[str, Any], config_file: Path | None, secret: str | None, if_absent: bool
+) -> dict[str, Any] | None:
+    """Write a key to the database; ``None`` when ``if_absent`` and the name exists."""
     from modelgarden.api.keys import KeyRequest
+    from modelgarden.db import DatabaseError
     from modelgarden.security.keys import expiry
 
     req = KeyRequest(**body)
     ring = await _local_ring(config_file)
     try:
+        if if_absent and any(k.name == req.name for k in ring.all()):
+            return None
         limits = (req.rpm, req.tpm, req.max_concurrent)
-        key, secret = await ring.create(
-            req.name, req.scope, req.models, expiry(req.expires), limits
-        )
+        try:
+            key, made = await ring.create(
+                req.name, req.scope, req.models, expiry(req.expires), limits, secret
+            )
+        except DatabaseError:
+            await ring.reload()  # another replica's init made it first
+            if if_absent and any(k.name == req.name for k in ring.all()):
+                return None
+            raise
     finally:
         await ring.db.close()
-    return {**key.public(), "key": secret}
+    return {**key.public(), "key": made}
 
 
 @keys.command("purge")

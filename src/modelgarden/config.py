@@ -351,6 +351,24 @@ class Settings(BaseSettings):
         description="Usage database: empty for <models>/garden.db, sqlite:///PATH, "
         "or postgresql://USER:PASSWORD@HOST:PORT/DB (shared by several gateways).",
     )
+    redis_url: str = Field(
+        default="",
+        validation_alias=_env("GARDEN_REDIS_URL"),
+        description="Redis or Valkey for per-key limits shared by every gateway process and "
+        "replica (redis://[:PASSWORD@]HOST:PORT/DB, rediss://, unix://); empty: per process.",
+    )
+    ephemeral: bool = Field(
+        default=False,
+        validation_alias=_env("GARDEN_EPHEMERAL"),
+        description="This gateway's disk does not outlive it (a container): API keys are "
+        "refused unless the database is elsewhere (PostgreSQL).",
+    )
+    shared_lease_ttl: float = Field(
+        default=30.0,
+        ge=1,
+        validation_alias=_env("GARDEN_SHARED_LEASE_TTL"),
+        description="Seconds until a concurrency slot of a replica that died is freed.",
+    )
     registry_url: str = Field(
         default="https://registry.ollama.ai",
         validation_alias=_env("GARDEN_REGISTRY"),
@@ -416,6 +434,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database(cls, value: str) -> str:
         return check_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: str) -> str:
+        value = value.strip()
+        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("expected redis://HOST:PORT/DB, rediss://... or unix:///PATH")
+        return value
 
     @field_validator("models_dir", mode="after")
     @classmethod
@@ -505,7 +531,7 @@ def load_settings(
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
         value = err.get("input")
-        if "DATABASE_URL" in field.upper() and isinstance(value, str):
+        if field.upper().endswith(("DATABASE_URL", "REDIS_URL")) and isinstance(value, str):
             value = redact(value)  # never echo a password
         msg = str(err["msg"]).removeprefix("Value error, ")
         where = _origin(field, given, env_file, config_file)

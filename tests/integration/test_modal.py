@@ -327,3 +327,26 @@ def test_a_slow_start_keeps_the_connection_alive(modal_app: ModuleType, gpu_env:
             assert calls.wakes() == 1
     finally:
         calls.stop()
+
+
+def test_keys_need_a_database_that_outlives_the_containers(
+    modal_app: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match="GATEWAY_KEYS=true needs a database that outlives"):
+        modal_app.load_settings({"GATEWAY_KEYS": "true"})
+    keyed = {"GATEWAY_KEYS": "true", "GATEWAY_SECRET": "garden-db"}
+    options = modal_app.class_options(keyed)
+    (secret,) = options["gateway"]["secrets"]
+    assert secret is not None and modal_app.class_options({})["gateway"]["secrets"] == []
+    monkeypatch.delenv("GARDEN_DATABASE_URL", raising=False)
+    with pytest.raises(RuntimeError, match="outlives the gateway's containers"):
+        modal_app.gateway_app(modal_app.load_settings(keyed))  # the secret gave no PostgreSQL
+
+
+async def test_an_ephemeral_gateway_refuses_to_make_keys(modal_app: ModuleType) -> None:
+    app = modal_app.gateway_app(modal_app.load_settings({}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        made = await http.post("/garden/keys", json={"name": "root", "scope": "admin"})
+    assert made.status_code == 409
+    assert "would vanish with its container" in made.json()["error"]

@@ -35,6 +35,7 @@ from modelgarden.gateway import Gateway
 from modelgarden.lifecycle.housekeeping import Housekeeping
 from modelgarden.security.auth import Auth
 from modelgarden.security.keys import KeyRing
+from modelgarden.security.shared import SharedLimits, SharedLimitsCollector
 from modelgarden.telemetry import Telemetry
 from modelgarden.telemetry.service import METER_KEY, START_KEY
 from modelgarden.telemetry.tracing import Tracing
@@ -188,7 +189,14 @@ def create_app(
     """
     gw = gateway or Gateway(settings)
     telemetry = Telemetry(settings, gw, tracing or Tracing.from_environment())
-    keys = KeyRing()
+    shared = (
+        SharedLimits(settings.redis_url, lease_ttl=settings.shared_lease_ttl)
+        if (settings.redis_url)
+        else None
+    )
+    keys = KeyRing(shared=shared)
+    if shared is not None:
+        telemetry.metrics.registry.register(SharedLimitsCollector(shared))
     telemetry.hooks.append(keys.spend_record)
     if worker is not None:
         telemetry.ship = worker.shipper.put
@@ -198,6 +206,8 @@ def create_app(
         await gw.start()
         await telemetry.start()
         await keys.attach(telemetry)
+        if shared is not None:
+            await shared.start()
         workers: Workers | None = app.state.workers
         if worker is not None:
             await worker.start()
@@ -222,6 +232,8 @@ def create_app(
                 await worker.close()
             await gw.close()
             await keys.close()
+            if shared is not None:
+                await shared.close()
             await telemetry.close()
             await housekeeping.close()
 

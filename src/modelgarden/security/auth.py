@@ -112,11 +112,17 @@ class Auth:
         if scope["path"] not in INFERENCE:
             await self.app(scope, receive, send)
             return
+        try:
+            lease = await self.keys.admit(key)
+        except GardenError as exc:
+            await send_error(scope, receive, send, exc)
+            return
         key.active += 1  # concurrent requests: held until the answer's last byte is sent
         try:
             await self.app(scope, receive, send)
         finally:
             key.active -= 1
+            self.keys.release(key, lease)
 
     def _check(self, scope: Scope, need: Need) -> Key:
         secret = secret_of(scope["headers"])
@@ -135,8 +141,6 @@ class Auth:
             raise Unauthorized(reason)
         if need == "admin" and key.scope != "admin":
             raise Forbidden(f"{scope['method']} {scope['path']} needs an admin key")
-        if scope["path"] in INFERENCE:
-            key.admit()
         return key
 
 

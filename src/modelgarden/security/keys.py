@@ -31,6 +31,7 @@ import structlog
 from modelgarden.db import Database, DatabaseError
 from modelgarden.durations import parse_go_duration
 from modelgarden.errors import BadRequest, RateLimited
+from modelgarden.security.shared import SharedLimits, Unreachable
 
 log = structlog.get_logger(__name__)
 Scope = Literal["user", "admin"]
@@ -220,8 +221,10 @@ def expiry(text: str | None) -> float | None:
 class KeyRing:
     """Owns the keys in memory (by hash), their limits, and their table in the database."""
 
-    def __init__(self, refresh: float = 5.0) -> None:
+    def __init__(self, refresh: float = 5.0, shared: SharedLimits | None = None) -> None:
         self.refresh = refresh
+        #: Limits counted for every process in Redis (``None``: each process counts its own).
+        self.shared = shared
         self.db: Database | None = None
         self._by_hash: dict[str, Key] = {}
         self._by_id: dict[str, Key] = {}
@@ -315,8 +318,31 @@ class KeyRing:
     def spend(self, key_id: str, tokens: int) -> None:
         """Count a finished request's tokens against its key's tokens per minute."""
         key = self._by_id.get(key_id)
-        if key is not None and key.tokens is not None and tokens:
+        if key is not None and key.tokens is not None and key.tpm and tokens:
             key.tokens.take(tokens)
+            if self.shared is not None:
+                self.shared.spend(key_id, tokens, key.tpm)
+
+    async def admit(self, key: Key) -> str | None:
+        """Count one request against the key's limits, across every process when they are
+        shared (then its concurrency lease id); :class:`RateLimited` when over one."""
+        limited = key.rpm or key.tpm or key.max_concurrent
+        if self.shared is not None and limited:
+            try:
+                lease = await self.shared.admit(key.id, key.rpm, key.tpm, key.max_concurrent)
+            except Unreachable:
+                pass  # counted by this process alone until the store is back
+            else:
+                if key.requests is not None:
+                    key.requests.take(1)  # the local count stays current for a fallback
+                return lease
+        key.admit()
+        return None
+
+    def release(self, key: Key, lease: str | None) -> None:
+        """Give back a request's concurrency lease (shared limits)."""
+        if lease is not None and self.shared is not None:
+            self.shared.release(key.id, lease)
 
     async def create(
         self,
@@ -325,10 +351,16 @@ class KeyRing:
         models: list[str],
         expires_at: float | None,
         limits: tuple[int | None, int | None, int | None] = (None, None, None),
+        secret: str | None = None,
     ) -> tuple[Key, str]:
-        """Make a key; returns it and its secret (the only time the secret exists)."""
+        """Make a key; returns it and its secret (the only time the secret exists).
+
+        ``secret``: the operator's own (a deployment's bootstrap key), else a new one.
+        """
         assert self.db is not None
-        secret = PREFIX + secrets.token_urlsafe(32)
+        if secret is not None and (not secret.startswith(PREFIX) or len(secret) < 35):
+            raise BadRequest(f"a key must be {PREFIX} and at least 32 more characters")
+        secret = secret or PREFIX + secrets.token_urlsafe(32)
         kid = "key_" + secrets.token_hex(6)
         rpm, tpm, conc = limits
         row = (kid, name, scope, ",".join(models), digest(secret), time.time(), expires_at)

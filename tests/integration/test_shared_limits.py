@@ -1,0 +1,179 @@
+"""Per-key limits held across several real gateways sharing one Redis and one key database:
+counted once for all, slots of a dead gateway freed in bounded time, and a Redis that goes
+away degrading to per-process limits (said in ``/metrics`` and the log), never to a 500."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import DEFAULT_MODEL, GardenServer, start_server, stop_and_check
+from tests.integration.test_cli import garden_cmd
+from tests.integration.test_lifecycle import COUNTING, LONG
+from tests.redis_server import RedisServer
+
+TTL = 3  # GARDEN_SHARED_LEASE_TTL for these gateways: a dead one's slots free within it
+
+
+@dataclass
+class Cluster:
+    """Gateways sharing one Redis and one key database, and the keys made for the tests."""
+
+    redis: RedisServer
+    gateways: list[GardenServer]
+    settings: dict[str, str]
+    keys: dict[str, str]
+
+
+def local_key(settings: dict[str, str], *args: str) -> str:
+    made = garden_cmd(None, "keys", "create", "--local", *args, **settings)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("shared")
+    redis = RedisServer(root / "redis").start()
+    settings = {
+        "GARDEN_DATABASE_URL": f"sqlite:///{root / 'keys.db'}",
+        "GARDEN_REDIS_URL": redis.url,
+        "GARDEN_SHARED_LEASE_TTL": str(TTL),
+    }
+    keys = {
+        "admin": local_key(settings, "--name", "root", "--scope", "admin"),
+        "ten": local_key(settings, "--name", "ten", "--rpm", "10"),
+        "one": local_key(settings, "--name", "one", "--max-concurrent", "1"),
+        "down": local_key(settings, "--name", "down", "--rpm", "2"),
+    }
+    gateways = [start_server(root / f"g{i}", **settings) for i in range(3)]
+    yield Cluster(redis, gateways, settings, keys)
+    for gateway in gateways:
+        stop_and_check(gateway)
+    redis.stop()
+
+
+def call(gateway: GardenServer, key: str, model: str = "nope") -> httpx.Response:
+    """An inference request that is admitted (or not) and then finds no such model."""
+    return httpx.post(
+        gateway.url + "/api/generate",
+        json={"model": model, "prompt": "hi", "stream": False},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+
+
+def shared_up(cluster: Cluster, gateway: GardenServer) -> float:
+    """``garden_shared_limits_up`` on one gateway (its /metrics takes an admin key)."""
+    text = httpx.get(
+        gateway.url + "/metrics", headers={"Authorization": f"Bearer {cluster.keys['admin']}"}
+    ).text
+    samples = {
+        s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+    }
+    return samples["garden_shared_limits_up"]
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return check()
+
+
+def test_a_rate_limit_holds_across_gateways_together(cluster: Cluster) -> None:
+    statuses = [call(cluster.gateways[i % 3], cluster.keys["ten"]).status_code for i in range(15)]
+    assert statuses.count(429) == 5, statuses  # 10 in all, not 10 each
+    assert set(statuses) == {404, 429}
+    refused = call(cluster.gateways[0], cluster.keys["ten"])
+    assert refused.status_code == 429 and refused.headers["retry-after"]
+    assert "10 requests per minute" in refused.json()["error"]
+
+
+def test_one_concurrent_request_means_one_across_gateways(cluster: Cluster) -> None:
+    first, second = cluster.gateways[0], cluster.gateways[1]
+    body = {"model": DEFAULT_MODEL, "prompt": COUNTING, "raw": True, "options": LONG}
+    headers = {"Authorization": f"Bearer {cluster.keys['one']}"}
+    with httpx.stream(
+        "POST", first.url + "/api/generate", json=body, headers=headers, timeout=60
+    ) as stream:
+        lines = stream.iter_lines()
+        next(lines)  # streaming on the first gateway
+        busy = call(second, cluster.keys["one"])
+        assert busy.status_code == 429 and "concurrent" in busy.json()["error"]
+    # the stream ended: its slot is free again on every gateway
+    assert wait_for(lambda: call(second, cluster.keys["one"]).status_code == 404, timeout=5)
+
+
+def test_a_gateway_that_dies_frees_its_slot_within_the_lease(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    doomed = start_server(tmp_path / "doomed", **cluster.settings)
+    try:
+        body = {"model": DEFAULT_MODEL, "prompt": COUNTING, "raw": True, "options": LONG}
+        headers = {"Authorization": f"Bearer {cluster.keys['one']}"}
+        with httpx.stream(
+            "POST", doomed.url + "/api/generate", json=body, headers=headers, timeout=60
+        ) as stream:
+            lines = stream.iter_lines()
+            next(lines)
+            doomed.proc.kill()  # no release will ever come from it
+            doomed.proc.wait(10)
+        other = cluster.gateways[2]
+        assert call(other, cluster.keys["one"]).status_code == 429
+        killed = time.monotonic()
+        assert wait_for(lambda: call(other, cluster.keys["one"]).status_code == 404, timeout=10)
+        assert time.monotonic() - killed <= TTL + 2
+    finally:
+        for runner in doomed.runners():  # its runner dies with it; make sure
+            runner.kill()
+
+
+def test_without_redis_each_gateway_counts_alone_and_says_so(cluster: Cluster) -> None:
+    gateway = cluster.gateways[0]
+    cluster.redis.stop()
+    try:
+        answers = [call(gateway, cluster.keys["down"]).status_code for _ in range(3)]
+        assert answers == [404, 404, 429]  # its own limit of 2, and no 500
+        assert shared_up(cluster, gateway) == 0
+        assert "shared limits unreachable" in gateway.logs()
+        assert call(gateway, "mg-not-a-key").status_code == 401  # keys never fail open
+    finally:
+        cluster.redis.start()
+    assert wait_for(
+        lambda: (
+            call(gateway, cluster.keys["ten"]).status_code in (404, 429)
+            and shared_up(cluster, gateway) == 1
+        ),
+        timeout=15,
+    )
+
+
+def test_a_deployments_own_admin_key_is_made_once_by_every_replica(cluster: Cluster) -> None:
+    secret = "mg-" + "k8s-bootstrap-" * 3
+    args = ["keys", "create", "--local", "--name", "boot", "--scope", "admin"]
+    args += ["--from-env", "BOOT_KEY", "--if-absent"]
+    first = garden_cmd(None, *args, BOOT_KEY=secret, **cluster.settings)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "" and "Created admin key" in first.stderr  # not printed back
+    again = garden_cmd(None, *args, BOOT_KEY=secret, **cluster.settings)
+    assert again.returncode == 0 and "exists already" in again.stderr
+    short = garden_cmd(None, *args[:-1], BOOT_KEY="mg-short", **cluster.settings)
+    assert short.returncode != 0 and "at least 32 more characters" in short.stderr
+
+    def works() -> bool:
+        answer = httpx.get(
+            cluster.gateways[1].url + "/garden/keys",
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        return answer.status_code == 200
+
+    assert wait_for(works)
