@@ -46,7 +46,7 @@ from modelgarden.wire.ollama import ListModel
 
 #: What a wake-up asks: cheap, and answered only once the container's server is up.
 WAKE_CALL: dict[str, Any] = {"method": "GET", "path": "/api/version", "headers": {}, "body": None}
-PREFIX = {Api.OLLAMA: "/api/", Api.OPENAI: "/v1/"}
+PREFIX = {Api.OLLAMA: "/api/", Api.OPENAI: "/v1/", Api.RESPONSES: "/v1/", Api.ANTHROPIC: "/v1/"}
 
 
 class ModalCalls(Protocol):
