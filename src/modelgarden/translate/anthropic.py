@@ -345,7 +345,7 @@ def request_out(req: InferenceRequest) -> tuple[str, dict[str, Any]]:
             body[key] = value
     if s.stop:
         body["stop_sequences"] = list(s.stop)
-    if req.tools and req.tool_choice != "none":
+    if req.tools:
         body["tools"] = [_tool_out(t) for t in req.tools]
         if (choice := tool_choice_out(req.tool_choice)) is not None:
             body["tool_choice"] = choice

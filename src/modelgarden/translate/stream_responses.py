@@ -150,7 +150,8 @@ class ResponsesEncoder:
                 out += self._begin("message")
             out += self._close()
             self.usage = chunk.usage or Usage()
-            status = rs.status_of(chunk)
+            called = any(item["type"] == "function_call" for item in self._output)
+            status = "completed" if called else rs.status_of(chunk)  # as the whole answer
             response = self._response(status, self.usage)
             out += self._event(f"response.{status}", response=response)
         return out
