@@ -49,9 +49,10 @@ class ResponsesEncoder:
         self._started = False
         #: Finished output items, in order.
         self._output: list[dict[str, Any]] = []
-        #: The reasoning or message item being streamed, and its text so far.
+        #: The reasoning or message item being streamed, and its pieces so far (joined once,
+        #: when it is done: appending to one string would copy it for every piece).
         self._open: dict[str, Any] | None = None
-        self._text = ""
+        self._pieces: list[str] = []
 
     def _event(self, kind: str, **data: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self._seq, **data}
@@ -83,7 +84,7 @@ class ResponsesEncoder:
             item = {**rs.reasoning_item(iid, ""), "content": []}
         else:
             item = rs.message_item(iid, "", status="in_progress")
-        self._open, self._text = item, ""
+        self._open, self._pieces = item, []
         out = self._event("response.output_item.added", output_index=self._index, item=item)
         if kind == "message":
             ids = {"item_id": iid, "output_index": self._index, "content_index": 0}
@@ -95,7 +96,7 @@ class ResponsesEncoder:
         if self._open is None or self._open["type"] != kind:
             out = self._close() + self._begin(kind)
         assert self._open is not None
-        self._text += text
+        self._pieces.append(text)
         ids = {"item_id": self._open["id"], "output_index": self._index, "content_index": 0}
         if kind == "reasoning":
             return out + self._event("response.reasoning_text.delta", **ids, delta=text)
@@ -105,7 +106,7 @@ class ResponsesEncoder:
         """Finish the item being streamed, if any."""
         if self._open is None:
             return b""
-        iid, text = self._open["id"], self._text
+        iid, text = self._open["id"], "".join(self._pieces)
         ids = {"item_id": iid, "output_index": self._index, "content_index": 0}
         if self._open["type"] == "reasoning":
             item = rs.reasoning_item(iid, text)
