@@ -219,6 +219,7 @@ def test_claude_code_style_messages_keep_results_in_order() -> None:
         "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
         "messages": [
             {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "agents: none"}]},
             {
                 "role": "assistant",
                 "content": [
@@ -245,19 +246,37 @@ def test_claude_code_style_messages_keep_results_in_order() -> None:
     assert [(m.role, m.content) for m in req.messages] == [
         ("system", "sys"),
         ("user", "hi"),
+        ("system", "agents: none"),  # a system turn mid-conversation, as Claude Code sends
         ("assistant", ""),
         ("tool", "data"),
         ("user", "go on"),
     ]
-    assert req.messages[2].thinking == "hmm" and req.messages[3].tool_name == "Read"
+    assert req.messages[3].thinking == "hmm" and req.messages[4].tool_name == "Read"
     assert req.extra["think"] is True and req.tool_choice == "required"
     # Toward an Anthropic upstream: alternating turns; a thinking budget fits under
     # max_tokens and Anthropic's minimum, or thinking is not asked for.
     _, out = an.request_out(req)
     assert [m["role"] for m in out["messages"]] == ["user", "assistant", "user"]
-    assert "thinking" not in out
+    assert out["system"] == "sys\n\nagents: none" and "thinking" not in out
     req.sampling.max_tokens = 8000
     assert an.request_out(req)[1]["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+
+
+def test_codex_tools_namespaces_are_flattened_and_hosted_tools_left_out() -> None:
+    fn = {"type": "function", "name": "exec_command", "parameters": {"type": "object"}}
+    spawn = {"type": "function", "name": "spawn", "parameters": {"type": "object"}}
+    space = {"type": "namespace", "name": "multi_agent_v1", "tools": [spawn]}
+    req = rs.request_in({"model": "m", "input": "x", "tools": [fn, space, {"type": "web_search"}]})
+    assert [t["function"]["name"] for t in req.tools] == ["exec_command", "multi_agent_v1__spawn"]
+    call = ToolCall("multi_agent_v1__spawn", {"task": "t"}, "call_1")
+    whole = rs.response_out(Chunk(tool_calls=[call], finish_reason="tool_calls"), "m", "r", req)
+    item = whole["output"][-1]
+    assert (item["namespace"], item["name"]) == ("multi_agent_v1", "spawn")
+    events = _sse_data(ResponsesEncoder("m", req).encode(Chunk(tool_calls=[call])))
+    done = next(e["item"] for e in events if e["type"] == "response.output_item.done")
+    assert (done["namespace"], done["name"]) == ("multi_agent_v1", "spawn")
+    again = rs.request_in({"model": "m", "input": [item], "tools": [space]})
+    assert again.messages[0].tool_calls == [call]
 
 
 @pytest.mark.parametrize(
@@ -266,7 +285,8 @@ def test_claude_code_style_messages_keep_results_in_order() -> None:
         ({"previous_response_id": "resp_1", "input": "x"}, "previous_response_id"),
         ({"conversation": "conv_1", "input": "x"}, "conversation"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input"),
-        ({"input": "x", "tools": [{"type": "web_search"}]}, "tools"),
+        ({"input": "x", "tools": [{"type": "custom", "name": "apply_patch"}]}, "tools"),
+        ({"input": "x", "tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
         (
             {
                 "input": [
@@ -314,7 +334,7 @@ def test_responses_refusals_are_clear_400s(body: dict[str, Any], param: str) -> 
             {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
             "messages",
         ),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
         ({"thinking": {"type": "sometimes"}}, "thinking"),
         ({"tool_choice": {"type": "tool"}}, "tool_choice"),
     ],

@@ -1,6 +1,8 @@
 """Anthropic's Messages API ⇄ the neutral form. Pure functions, no I/O.
 
-Mapped one to one: ``system`` (a string or text blocks) ⇄ system messages; messages with
+Mapped one to one: ``system`` (a string or text blocks) ⇄ system messages (``system``
+turns in mid-conversation, which Claude Code sends, too; toward an Anthropic upstream all
+of them join the top-level ``system``); messages with
 ``text``, base64 ``image``, ``tool_use`` (object ``input``) and ``tool_result`` blocks (a
 result becomes a ``tool`` message that knows its call's id and function name), assistant
 ``thinking`` blocks ⇄ a message's ``thinking``; ``tools`` (``name``, ``description``,
@@ -129,9 +131,12 @@ def messages_in(raw: Any) -> list[ChatMessage]:
     out: list[ChatMessage] = []
     for m in raw:
         role = m.get("role") if isinstance(m, dict) else None
-        if role not in ("user", "assistant"):
-            raise _bad(f"message role must be user or assistant, not {role!r}")
+        if role not in ("user", "assistant", "system"):
+            raise _bad(f"message role must be user, assistant or system, not {role!r}")
         content = m.get("content")
+        if role == "system":  # instructions in mid-conversation: text only
+            out.append(ChatMessage(role="system", content=_text_of(content, "messages")))
+            continue
         if isinstance(content, str):
             out.append(ChatMessage(role=role, content=content))
             continue

@@ -14,8 +14,12 @@ content), ``message`` (``output_text``), ``function_call``; one cut by the token
 ``incomplete`` (``max_output_tokens``).
 
 Stateless, as Ollama: ``previous_response_id``, ``conversation``, ``item_reference`` items
-and ``background`` are refused with a 400, and every answer says ``store: false``. Also
-refused: other tool types (web search, file search, custom grammars), file inputs and
+and ``background`` are refused with a 400, and every answer says ``store: false``.
+``namespace`` tools are their member functions, named ``namespace__member`` in the neutral
+form (calls come back with ``namespace`` and ``name`` apart). Tools OpenAI hosts (web and
+file search, code interpreter, image generation, computer use, MCP) are left out, as if
+not offered: this gateway runs none (Codex offers web search in every turn); forcing one
+with ``tool_choice`` is a 400. Also refused: ``custom`` (grammar) tools, file inputs and
 remote image URLs. Ignored: ``store``, ``include``, ``metadata`` (echoed back),
 ``parallel_tool_calls``, ``truncation``, ``service_tier``, ``prompt_cache_key``, ``user``.
 """
@@ -31,6 +35,11 @@ from modelgarden.errors import BadRequest
 from modelgarden.translate.openai import data_url_in, data_url_out, think_of_effort
 from modelgarden.types import ChatMessage, Chunk, InferenceRequest, Sampling, ToolCall, Usage
 
+#: Tool types OpenAI runs on its own servers (search, code, images, computers, MCP): they are
+#: left out, as if not offered, since this gateway runs none of them (Codex offers
+#: web_search in every turn).
+HOSTED = frozenset({"file_search", "code_interpreter", "image_generation", "mcp", "local_shell"})
+HOSTED_PREFIXES = ("web_search", "computer_use", "tool_search")
 #: Request fields an answer echoes back, as OpenAI's does.
 ECHOED = ("instructions", "max_output_tokens", "metadata", "temperature", "top_p", "tools")
 STATELESS = (
@@ -125,7 +134,7 @@ class _Conversation:
                 msg.thinking, self.thinking = self.thinking, ""
             self.messages.append(msg)
         elif kind == "function_call":
-            name, cid = str(item.get("name") or ""), str(item.get("call_id") or "")
+            name, cid = call_name_in(item), str(item.get("call_id") or "")
             self._assistant().tool_calls.append(
                 ToolCall(name, _arguments_in(item.get("arguments")), cid)
             )
@@ -155,8 +164,27 @@ def input_in(raw: Any) -> list[ChatMessage]:
     return conversation.messages
 
 
-def _tool_in(raw: Any) -> dict[str, Any]:
+def _hosted(kind: Any) -> bool:
+    """Whether a tool type is one OpenAI runs on its own servers."""
+    return isinstance(kind, str) and (kind in HOSTED or kind.startswith(HOSTED_PREFIXES))
+
+
+#: Joins a namespace and a member function into one function name (every API's function
+#: names allow it; a dot would not be allowed by OpenAI's or Anthropic's).
+SPACE = "__"
+Spaces = dict[str, tuple[str, str]]
+
+
+def _tool_in(raw: Any, spaces: Spaces, space: str = "") -> list[dict[str, Any]]:
+    """One tool as neutral function tools: a namespace's members are named
+    ``namespace__member`` (noted in ``spaces``); hosted tools are left out."""
     kind = raw.get("type") if isinstance(raw, dict) else None
+    if _hosted(kind):
+        return []
+    if kind == "namespace":
+        inner = f"{space}{SPACE}{raw.get('name')}" if space else str(raw.get("name") or "")
+        members = raw.get("tools") or []
+        return [tool for member in members for tool in _tool_in(member, spaces, inner)]
     if kind != "function":
         raise _bad(f"tool type {kind!r} is not supported: only function tools", "tools")
     fn = raw.get("function") if isinstance(raw.get("function"), dict) else raw
@@ -164,8 +192,31 @@ def _tool_in(raw: Any) -> dict[str, Any]:
     if not isinstance(name, str) or not name:
         raise _bad("each function tool needs a name", "tools")
     params = fn.get("parameters") or {"type": "object", "properties": {}}
-    function = {"name": name, "description": str(fn.get("description") or ""), "parameters": params}
-    return {"type": "function", "function": function}
+    flat = f"{space}{SPACE}{name}" if space else name
+    if space:
+        spaces[flat] = (space, name)
+    description = str(fn.get("description") or "")
+    function = {"name": flat, "description": description, "parameters": params}
+    return [{"type": "function", "function": function}]
+
+
+def call_name_in(item: dict[str, Any]) -> str:
+    """A ``function_call`` item's function, namespace included."""
+    name, space = str(item.get("name") or ""), item.get("namespace")
+    return f"{space}{SPACE}{name}" if space else name
+
+
+def call_name_out(name: str, spaces: Spaces | None) -> dict[str, str]:
+    """A neutral function name as a call item's ``name``, and ``namespace`` when it is a
+    member of one the request declared."""
+    found = (spaces or {}).get(name)
+    return {"namespace": found[0], "name": found[1]} if found else {"name": name}
+
+
+def spaces_of(req: InferenceRequest) -> Spaces:
+    """The namespaced functions a request declared (flat name → namespace, member)."""
+    spaces: Spaces = req.extra.get("namespaced") or {}
+    return spaces
 
 
 def _tool_choice_in(raw: Any) -> str | None:
@@ -174,7 +225,9 @@ def _tool_choice_in(raw: Any) -> str | None:
     if raw in ("none", "required"):
         return str(raw)
     if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str):
-        return str(raw["name"])
+        return call_name_in(raw)
+    if isinstance(raw, dict) and _hosted(raw.get("type")):
+        raise _bad(f"{raw['type']} runs on OpenAI's servers: this gateway has none", "tool_choice")
     raise _bad("tool_choice must be auto, none, required or {type: function, name}", "tool_choice")
 
 
@@ -208,7 +261,10 @@ def request_in(body: dict[str, Any]) -> InferenceRequest:
         raise _bad("instructions must be a string", "instructions")
     req.messages = [ChatMessage(role="system", content=instructions)] if instructions else []
     req.messages += input_in(body.get("input"))
-    req.tools = [_tool_in(t) for t in body.get("tools") or []]
+    spaces: Spaces = {}
+    req.tools = [tool for t in body.get("tools") or [] for tool in _tool_in(t, spaces)]
+    if spaces:
+        req.extra["namespaced"] = spaces
     req.tool_choice = _tool_choice_in(body.get("tool_choice"))
     req.response_format = _format_in(body.get("text"))
     req.sampling = Sampling(
@@ -255,9 +311,8 @@ def input_out(messages: list[ChatMessage]) -> list[dict[str, Any]]:
             cid = call.id or new_id("call")
             unanswered.setdefault(call.name, []).append(cid)
             args = json.dumps(call.arguments)
-            items.append(
-                {"type": "function_call", "call_id": cid, "name": call.name, "arguments": args}
-            )
+            call_item = {"type": "function_call", "call_id": cid, **call_name_out(call.name, None)}
+            items.append({**call_item, "arguments": args})
     return items
 
 
@@ -350,19 +405,22 @@ def text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def call_item(iid: str, call: ToolCall, status: str = "completed") -> dict[str, Any]:
+def call_item(
+    iid: str, call: ToolCall, status: str = "completed", spaces: Spaces | None = None
+) -> dict[str, Any]:
     """A ``function_call`` output item (empty arguments while it is only announced)."""
     args = json.dumps(call.arguments) if status == "completed" else ""
     item = {"id": iid, "type": "function_call", "status": status}
-    return {**item, "call_id": call.id or new_id("call"), "name": call.name, "arguments": args}
+    item["call_id"] = call.id or new_id("call")
+    return {**item, **call_name_out(call.name, spaces), "arguments": args}
 
 
-def output_items(chunk: Chunk) -> list[dict[str, Any]]:
+def output_items(chunk: Chunk, spaces: Spaces | None = None) -> list[dict[str, Any]]:
     """A whole answer's output items: reasoning, message, then function calls."""
     items = [reasoning_item(new_id("rs"), chunk.thinking)] if chunk.thinking else []
     if chunk.text or not (chunk.tool_calls or chunk.thinking):
         items.append(message_item(new_id("msg"), chunk.text))
-    items.extend(call_item(new_id("fc"), c) for c in chunk.tool_calls)
+    items.extend(call_item(new_id("fc"), c, spaces=spaces) for c in chunk.tool_calls)
     return items
 
 
@@ -416,8 +474,9 @@ def status_of(chunk: Chunk) -> str:
 def response_out(chunk: Chunk, model: str, rid: str, req: InferenceRequest) -> dict[str, Any]:
     """A whole answer (one final chunk) as a ``response`` object."""
     created = int(time.time())
+    output = output_items(chunk, spaces_of(req))
     return response_object(
-        rid, created, model, status_of(chunk), output_items(chunk), req, chunk.usage or Usage()
+        rid, created, model, status_of(chunk), output, req, chunk.usage or Usage()
     )
 
 
@@ -434,7 +493,7 @@ def response_in(body: dict[str, Any]) -> Chunk:
         elif kind == "function_call":
             args = _arguments_in(item.get("arguments"))
             call_id = str(item.get("call_id") or "")
-            chunk.tool_calls.append(ToolCall(str(item.get("name") or ""), args, call_id))
+            chunk.tool_calls.append(ToolCall(call_name_in(item), args, call_id))
     if chunk.tool_calls:
         chunk.finish_reason = "tool_calls"
     else:

@@ -122,9 +122,10 @@ class ResponsesEncoder:
 
     def _call(self, call: ToolCall) -> bytes:
         iid = rs.new_id("fc")
-        done = rs.call_item(iid, call)
+        spaces = rs.spaces_of(self.req)
+        done = rs.call_item(iid, call, spaces=spaces)
         call = ToolCall(call.name, call.arguments, done["call_id"])
-        announced = rs.call_item(iid, call, status="in_progress")
+        announced = rs.call_item(iid, call, status="in_progress", spaces=spaces)
         out = self._event("response.output_item.added", output_index=self._index, item=announced)
         ids = {"item_id": iid, "output_index": self._index}
         args = done["arguments"]

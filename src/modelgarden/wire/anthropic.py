@@ -18,9 +18,10 @@ class _Loose(BaseModel):
 
 class MessageParam(_Loose):
     """One turn: ``content`` is a string or a list of blocks (``text``, ``image``,
-    ``tool_use``, ``tool_result``, ``thinking``)."""
+    ``tool_use``, ``tool_result``, ``thinking``); ``system`` turns are instructions given in
+    the middle of a conversation (Claude Code sends them)."""
 
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]
     content: str | list[dict[str, Any]]
 
 
