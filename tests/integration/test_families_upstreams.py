@@ -146,6 +146,25 @@ def test_messages_through_an_ollama_upstream_say_what_the_model_says(up: Upstrea
     )  # type: ignore[arg-type]
 
 
+def test_thinking_asked_of_a_model_that_cannot_think_upstream_is_dropped(up: Upstreams) -> None:
+    """The upstream refuses think for smollm2 (Ollama's 400); a family whose clients ask
+    every model to think gets its answer without, as from a local model."""
+    refusals = value(scrape(up.garden), "garden_requests_total", endpoint="/api/chat", status="400")
+    reply = up.anthropic().messages.create(
+        model=DEFAULT_MODEL,
+        max_tokens=4,
+        messages=HI,  # type: ignore[arg-type]
+        thinking={"type": "enabled", "budget_tokens": 1024},
+    )
+    assert [b.type for b in reply.content] == ["text"]
+    response = up.openai().responses.create(
+        model=DEFAULT_MODEL, input="hi", reasoning={"effort": "low"}, max_output_tokens=4
+    )
+    assert [item.type for item in response.output] == ["message"]
+    after = value(scrape(up.garden), "garden_requests_total", endpoint="/api/chat", status="400")
+    assert after == refusals + 2  # each was refused once upstream, then sent without think
+
+
 def test_responses_through_an_ollama_upstream(up: Upstreams) -> None:
     direct = openai.OpenAI(base_url=up.garden.url + "/v1", api_key="x", max_retries=0)
     want = direct.responses.create(

@@ -45,6 +45,21 @@ RETRYABLE = frozenset({429, 500, 502, 503, 504, 529})
 THINKLESS = "does not support thinking"
 
 
+async def send_relaxed(
+    send: Callable[[BackendRequest], Awaitable[BackendResponse]], request: BackendRequest
+) -> BackendResponse:
+    """Send to an Ollama upstream; ``think`` that the model refuses is dropped and the request
+    sent again when the client's API sends it to every model (``relax_think``), as Ollama
+    itself does for Claude Code."""
+    try:
+        return await send(request)
+    except BadRequest as exc:
+        if not (request.relax_think and "think" in request.body and THINKLESS in exc.message):
+            raise
+    body = {k: v for k, v in request.body.items() if k != "think"}
+    return await send(replace(request, body=body, relax_think=False))
+
+
 class Replica:
     """One URL of a backend: its breaker and how many requests it has in flight."""
 
@@ -393,15 +408,8 @@ class OllamaBackend(RemoteBackend):
         return f"{replica.url}{prefix}{endpoint}"
 
     async def send(self, request: BackendRequest) -> BackendResponse:
-        """Relay one request; ``think`` that the model refuses is dropped when the client's
-        API sends it to every model (the request's ``relax_think``), as Ollama does."""
-        try:
-            return await super().send(request)
-        except BadRequest as exc:
-            if not (request.relax_think and "think" in request.body and THINKLESS in exc.message):
-                raise
-        body = {k: v for k, v in request.body.items() if k != "think"}
-        return await super().send(replace(request, body=body, relax_think=False))
+        """Relay one request (``think`` relaxed: :func:`send_relaxed`)."""
+        return await send_relaxed(super().send, request)
 
     async def forward(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None
