@@ -10,7 +10,10 @@ answers at once), so what is measured is the cost of the hop itself. One run mea
   count in ``--gateway-workers``: ``gateway ×N`` columns) with two backends on the stub,
   ``kind = "ollama"`` (an Ollama client's ``/api/chat`` relayed as bytes) and
   ``kind = "openai"`` (``/api/chat`` translated to ``/v1/chat/completions`` and back, and
-  ``/v1/chat/completions`` relayed); ``GET /api/version`` on it is the framework's floor;
+  ``/v1/chat/completions`` relayed, and Anthropic's ``/v1/messages`` and OpenAI's
+  ``/v1/responses`` translated to ``/v1/chat/completions`` and back: the cost of the newer
+  families' translation per request and per streamed chunk); ``GET /api/version`` on it is
+  the framework's floor;
 * ``gateway traced``: the same gateway (``--workers N`` for each count in
   ``--traced-workers``) exporting a trace of every request over OTLP/HTTP to
   ``otlp_sink.py``, a process of its own; the report says how many spans arrived;
@@ -80,7 +83,8 @@ class Target:
     server: str
     path: str
     model: str
-    #: ``ollama`` (NDJSON streams) or ``openai`` (SSE streams): what the client reads.
+    #: ``ollama`` (NDJSON streams), ``openai``, ``anthropic`` or ``responses`` (SSE streams):
+    #: what the client speaks and reads.
     family: str
     #: The direct column that asks the stub the same thing (for the added latency).
     baseline: str
@@ -97,10 +101,25 @@ R_OPENAI = "minimal relay /v1/chat/completions"
 GW_RELAY = "gateway /api/chat → ollama (relay)"
 GW_TRANSLATE = "gateway /api/chat → openai (translated)"
 GW_V1 = "gateway /v1/chat/completions → openai (relay)"
+GW_MESSAGES = "gateway /v1/messages → openai (translated)"
+GW_RESPONSES = "gateway /v1/responses → openai (translated)"
 GW_VERSION = "gateway GET /api/version (no upstream)"
 LITELLM_1 = "litellm /v1/chat/completions, 1 worker"
 LITELLM_2 = "litellm /v1/chat/completions, 2 workers"
 OLLAMA_CHAT, OPENAI_CHAT = "/api/chat", "/v1/chat/completions"
+MESSAGES_PATH, RESPONSES_PATH = "/v1/messages", "/v1/responses"
+#: Events of a stream that are not content chunks: OpenAI's [DONE]; Anthropic's
+#: message_start, ping, content_block_start/stop, message_delta, message_stop; the
+#: Responses created, in_progress, output_item.added/done, content_part.added/done,
+#: output_text.done and completed.
+FRAME_EVENTS = {"ollama": 0, "openai": 1, "anthropic": 6, "responses": 8}
+#: What the last bytes of a whole stream hold, per family.
+STREAM_END = {
+    "ollama": b'"done":true',
+    "openai": b"data: [DONE]\n\n",
+    "anthropic": b'"message_stop"}\n\n',
+    "responses": b'"output_tokens_details"',
+}
 
 
 def gateway_names(workers: int, traced: bool = False) -> tuple[str, str, str]:
@@ -113,6 +132,24 @@ def gateway_names(workers: int, traced: bool = False) -> tuple[str, str, str]:
         tag += f" ×{workers}"
     return (GW_RELAY.replace("gateway", tag, 1), GW_TRANSLATE.replace("gateway", tag, 1),
             GW_V1.replace("gateway", tag, 1))  # fmt: skip
+
+
+def family_names(workers: int) -> tuple[str, str]:
+    """The /v1/messages and /v1/responses columns of the gateway run with ``workers``."""
+    if workers == 1:
+        return GW_MESSAGES, GW_RESPONSES
+    tag = f"gateway ×{workers}"
+    return GW_MESSAGES.replace("gateway", tag, 1), GW_RESPONSES.replace("gateway", tag, 1)
+
+
+def family_targets(workers: int) -> list[Target]:
+    """The newer families' columns: translated to the OpenAI upstream and back."""
+    messages, responses = family_names(workers)
+    server = gateway_server(workers)
+    return [
+        Target(messages, server, MESSAGES_PATH, "stub-openai", "anthropic", D_OPENAI),
+        Target(responses, server, RESPONSES_PATH, "stub-openai", "responses", D_OPENAI),
+    ]
 
 
 def gateway_server(workers: int, traced: bool = False) -> str:
@@ -135,6 +172,7 @@ def targets(
             GW_VERSION, "gateway", "/api/version", "", "ollama", D_OLLAMA, method="GET",
             expect=b'"version"', stream=False,
         ),
+        *family_targets(1),
     ]  # fmt: skip
     gateways = [(w, False) for w in gateway_workers if w > 1] + [(w, True) for w in traced_workers]
     for workers, traced in gateways:
@@ -144,6 +182,7 @@ def targets(
             Target(relay, server, OLLAMA_CHAT, "stub", "ollama", D_OLLAMA),
             Target(translated, server, OLLAMA_CHAT, "stub-openai", "ollama", D_OPENAI),
             Target(v1, server, OPENAI_CHAT, "stub-openai", "openai", D_OPENAI),
+            *([] if traced else family_targets(workers)),  # tracing is measured on the three
         ]
     for workers in litellm_workers:
         name = LITELLM_1 if workers == 1 else f"litellm /v1/chat/completions, {workers} workers"
@@ -159,10 +198,15 @@ def http_request(target: Target, port: int, stream: bool, chunks: int) -> bytes:
     body = b""
     if target.method == "POST":
         data: dict[str, Any] = {"model": target.model, "messages": MESSAGES, "stream": stream}
+        if target.family == "responses":
+            data = {"model": target.model, "input": MESSAGES, "stream": stream}
+        limit = chunks if stream else 16
         if stream and target.family == "ollama":
             data["options"] = {"num_predict": chunks}
+        elif target.family == "anthropic":
+            data["max_tokens"] = limit  # required by its API, streamed or not
         elif stream:
-            data["max_tokens"] = chunks
+            data["max_output_tokens" if target.family == "responses" else "max_tokens"] = limit
         body = json.dumps(data).encode()
     lines = [f"{target.method} {target.path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
     if body:
@@ -336,7 +380,7 @@ async def streamed(
 ) -> Cell:
     """Streamed answers one after another on one connection."""
     request = http_request(target, port, stream=True, chunks=chunks)
-    sse = target.family == "openai"
+    sse = target.family != "ollama"
     conn = await connect(port)
     ttfb: list[float] = []
     rates: list[float] = []
@@ -352,8 +396,9 @@ async def streamed(
             conn.close()
             conn = await connect(port)
             continue
-        records = conn.records - (1 if sse else 0)  # SSE's "data: [DONE]" is no chunk
-        finished = conn.tail.endswith(b"data: [DONE]\n\n") if sse else b'"done":true' in conn.tail
+        records = conn.records - FRAME_EVENTS[target.family]  # frames that are no chunk
+        end = STREAM_END[target.family]
+        finished = conn.tail.endswith(end) if target.family == "openai" else end in conn.tail
         if conn.status != 200 or records < chunks or not finished:
             errors += 1
             continue

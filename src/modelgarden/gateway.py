@@ -16,13 +16,23 @@ from modelgarden.backends.base import Backend
 from modelgarden.backends.config import BackendConfig
 from modelgarden.backends.local import LocalBackend
 from modelgarden.backends.modal import ModalBackend
-from modelgarden.backends.remote import OllamaBackend, OpenAIBackend, display_name
+from modelgarden.backends.remote import (
+    AnthropicBackend,
+    OllamaBackend,
+    OpenAIBackend,
+    display_name,
+)
 from modelgarden.config import Settings
 from modelgarden.errors import ModelNotFound
 from modelgarden.store.names import normalize
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
 
-REMOTE_KINDS = {"ollama": OllamaBackend, "openai": OpenAIBackend, "modal": ModalBackend}
+REMOTE_KINDS = {
+    "ollama": OllamaBackend,
+    "openai": OpenAIBackend,
+    "anthropic": AnthropicBackend,
+    "modal": ModalBackend,
+}
 
 
 @dataclass(frozen=True)

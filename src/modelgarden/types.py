@@ -35,6 +35,9 @@ class ChatMessage:
     #: For ``tool`` messages: the function whose result this is, and the call it answers.
     tool_name: str = ""
     tool_call_id: str = ""
+    #: An assistant turn's reasoning, sent back with the conversation (Ollama's
+    #: ``thinking``, Anthropic's thinking blocks, Responses' reasoning items).
+    thinking: str = ""
 
 
 @dataclass

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -176,6 +177,38 @@ def test_the_official_clients_send_keys(keyed: Keys) -> None:
         openai.OpenAI(
             base_url=keyed.server.url + "/v1", api_key="mg-wrong", max_retries=0
         ).models.list()
+
+
+def test_anthropic_clients_use_gateway_keys_through_x_api_key(keyed: Keys) -> None:
+    """Claude Code and the anthropic SDK send ``x-api-key``: the gateway's own keys work
+    there as through ``Authorization``, and every refusal is in Anthropic's shape."""
+    url = keyed.server.url
+
+    def claude(key: str) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
+
+    reply = claude(keyed.user).messages.create(model=DEFAULT_MODEL, max_tokens=2, messages=HELLO)  # type: ignore[arg-type]
+    assert reply.content and reply.usage.output_tokens <= 2
+    with pytest.raises(anthropic.AuthenticationError) as wrong:
+        claude("mg-wrong").messages.create(model=DEFAULT_MODEL, max_tokens=2, messages=HELLO)  # type: ignore[arg-type]
+    assert wrong.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    with pytest.raises(anthropic.PermissionDeniedError) as denied:
+        claude(keyed.other).messages.count_tokens(model=DEFAULT_MODEL, messages=HELLO)  # type: ignore[arg-type]
+    assert denied.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
+    missing = httpx.post(url + "/v1/messages", json={"model": DEFAULT_MODEL, "messages": HELLO})
+    assert missing.status_code == 401 and missing.json()["type"] == "error"
+    responses = openai.OpenAI(base_url=url + "/v1", api_key=keyed.user, max_retries=0)
+    assert responses.responses.create(model=DEFAULT_MODEL, input="hi", max_output_tokens=2).output
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url + "/v1", api_key="mg-wrong", max_retries=0).responses.create(
+            model=DEFAULT_MODEL, input="hi"
+        )
+    limited = make_key(keyed.server, "--name", "rpm-claude", "--rpm", "1", admin=keyed.admin)
+    claude(limited).messages.create(model=DEFAULT_MODEL, max_tokens=1, messages=HELLO)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.RateLimitError) as limit:
+        claude(limited).messages.create(model=DEFAULT_MODEL, max_tokens=1, messages=HELLO)  # type: ignore[arg-type]
+    assert limit.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert int(limit.value.response.headers["retry-after"]) >= 1
 
 
 def test_requests_per_minute(keyed: Keys) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -188,6 +189,89 @@ def test_reasoning_content_on_the_openai_api(tiny: GardenServer) -> None:
     deltas = [c.choices[0].delta for c in stream if c.choices]
     reasoning = "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas)
     assert reasoning == "I think" and "".join(d.content or "" for d in deltas) == "The answer"
+
+
+def test_thinking_blocks_on_the_anthropic_api(tiny: GardenServer) -> None:
+    client = anthropic.Anthropic(base_url=tiny.url, api_key="unused", max_retries=0)
+    hi: Any = [{"role": "user", "content": "hi"}]
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    greedy = {"temperature": 0}
+    reply = client.messages.create(
+        model="thinker", max_tokens=64, messages=hi, thinking=thinking, extra_body=greedy
+    )
+    assert [b.type for b in reply.content] == ["thinking", "text"]
+    assert reply.content[0].thinking == "I think"  # type: ignore[union-attr]
+    assert reply.content[1].text == "The answer"  # type: ignore[union-attr]
+    with client.messages.stream(
+        model="thinker", max_tokens=64, messages=hi, thinking=thinking, extra_body=greedy
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    deltas = [e.delta for e in events if e.type == "content_block_delta"]
+    assert "".join(d.thinking for d in deltas if d.type == "thinking_delta") == "I think"
+    assert "".join(d.text for d in deltas if d.type == "text_delta") == "The answer"
+    assert [b.model_dump() for b in final.content] == [b.model_dump() for b in reply.content]
+    # The thinking block goes back with the conversation, as Claude Code sends it.
+    turn = {"role": "assistant", "content": [b.model_dump() for b in reply.content]}
+    again = client.messages.create(
+        model="thinker",
+        max_tokens=64,
+        messages=[*hi, turn, {"role": "user", "content": "and?"}],
+        extra_body=greedy,
+    )
+    assert again.content[-1].text == "The answer"  # type: ignore[union-attr]
+    off = client.messages.create(
+        model="thinker",
+        max_tokens=64,
+        messages=hi,
+        thinking={"type": "disabled"},
+        extra_body=greedy,
+    )
+    assert [b.type for b in off.content] == ["text"]  # not parsed when off, as in Ollama
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    seen = client.messages.create(
+        model="seer",
+        max_tokens=64,
+        messages=[{"role": "user", "content": [image, {"type": "text", "text": "what?"}]}],
+        extra_body=greedy,
+    )
+    assert seen.content[0].text == "<think>I think</think>The answer"  # type: ignore[union-attr]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        client.messages.create(
+            model="thinker",
+            max_tokens=8,
+            messages=[{"role": "user", "content": [image]}],
+        )
+    assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+
+
+def test_reasoning_items_on_the_responses_api(tiny: GardenServer) -> None:
+    client = openai.OpenAI(base_url=tiny.url + "/v1", api_key="unused", max_retries=0)
+    reply = client.responses.create(
+        model="thinker", input="hi", reasoning={"effort": "high"}, temperature=0
+    )
+    assert [item.type for item in reply.output] == ["reasoning", "message"]
+    reasoning = reply.output[0].model_dump()  # older SDKs know no reasoning content
+    assert reasoning["content"] == [{"type": "reasoning_text", "text": "I think"}]
+    assert reply.output_text == "The answer"
+    events = list(
+        client.responses.create(
+            model="thinker", input="hi", reasoning={"effort": "high"}, temperature=0, stream=True
+        )
+    )
+    thought = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    said = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert (thought, said) == ("I think", "The answer")
+    final = events[-1].response  # type: ignore[union-attr]
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    # Reasoning items go back with the conversation, as Codex sends them.
+    items: Any = [
+        {"role": "user", "content": "hi"},
+        *(item.model_dump(exclude_none=True) for item in reply.output),
+        {"role": "user", "content": "and?"},
+    ]
+    again = client.responses.create(model="thinker", input=items, temperature=0)
+    assert again.output_text == "The answer"
 
 
 def test_think_on_a_model_without_it_is_ollamas_400(tiny: GardenServer) -> None:

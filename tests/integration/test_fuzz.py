@@ -46,9 +46,12 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GardenServer]:
 
 
 def check_shape(path: str, body: bytes) -> None:
-    """An error answer is JSON in its family's shape: OpenAI's under /v1, Ollama's elsewhere."""
+    """An error answer is JSON in its family's shape: Anthropic's under /v1/messages, OpenAI's
+    elsewhere under /v1, Ollama's outside."""
     data = orjson.loads(body)
     assert isinstance(data, dict) and "error" in data, body[:200]
+    if path.startswith("/v1/messages"):
+        assert data["type"] == "error" and set(data["error"]) == {"type", "message"}, body[:200]
     if path.startswith("/v1/"):
         error = data["error"]
         assert isinstance(error, dict), body[:200]
@@ -119,13 +122,17 @@ _BASE: dict[str, dict[str, Any]] = {
                              "messages": [{"role": "user", "content": "x"}]},
     "/v1/completions": {"model": "smollm2:135m", "prompt": "1,", "max_tokens": 1},
     "/v1/embeddings": {"model": "smollm2:135m", "input": "x"},
+    "/v1/responses": {"model": "smollm2:135m", "input": "x", "max_output_tokens": 1},
+    "/v1/messages": {"model": "smollm2:135m", "max_tokens": 1,
+                     "messages": [{"role": "user", "content": "x"}]},
 }  # fmt: skip
 _OPTIONS = ("num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p",
             "repeat_last_n", "temperature", "repeat_penalty", "presence_penalty",
             "frequency_penalty", "mirostat", "mirostat_tau", "mirostat_eta", "num_ctx",
             "num_batch", "num_gpu", "main_gpu", "num_thread")  # fmt: skip
 _TOP = ("keep_alive", "top_logprobs", "dimensions", "max_tokens", "temperature", "top_p",
-        "seed", "frequency_penalty", "presence_penalty", "n", "logprobs", "top_k")  # fmt: skip
+        "seed", "frequency_penalty", "presence_penalty", "n", "logprobs", "top_k",
+        "max_output_tokens")  # fmt: skip
 EXTREMES = st.sampled_from([1e300, -1e300, 2**64, -(2**64), 1e19, 3.5e38, -(2**31) - 1])
 
 

@@ -38,6 +38,12 @@ def test_a_host_header_of_another_site_is_refused(guarded: GardenServer, host: s
     assert answer.json() == {"error": "host not allowed"}
     v1 = httpx.get(guarded.url + "/v1/models", headers={"host": host})
     assert v1.status_code == 403 and v1.json()["error"]["type"] == "permission_error"
+    claude = httpx.post(guarded.url + "/v1/messages", json={}, headers={"host": host})
+    assert claude.status_code == 403
+    assert claude.json() == {
+        "type": "error",
+        "error": {"type": "permission_error", "message": "host not allowed"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -117,6 +123,16 @@ def test_an_oversized_body_is_refused(guarded: GardenServer) -> None:
         json={"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "x" * 70_000}]},
     )
     assert v1.status_code == 413 and v1.json()["error"]["type"] == "invalid_request_error"
+    content = [{"role": "user", "content": "x" * 70_000}]
+    claude = httpx.post(
+        guarded.url + "/v1/messages",
+        json={"model": DEFAULT_MODEL, "max_tokens": 1, "messages": content},
+    )
+    assert claude.status_code == 413 and claude.json()["error"]["type"] == "request_too_large"
+    responses = httpx.post(
+        guarded.url + "/v1/responses", json={"model": DEFAULT_MODEL, "input": "x" * 70_000}
+    )
+    assert responses.status_code == 413 and "larger than" in responses.json()["error"]["message"]
 
 
 def test_an_oversized_chunked_body_is_refused(guarded: GardenServer) -> None:

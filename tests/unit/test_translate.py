@@ -160,9 +160,11 @@ def ollama_chat_bodies(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def strip_ids(body: dict[str, Any]) -> dict[str, Any]:
-    """An Ollama body with tool-call ids removed (OpenAI needs ids, so they are invented)."""
+    """An Ollama body with tool-call ids removed, and the ids tool results name (OpenAI
+    needs ids, so they are invented)."""
     out = copy.deepcopy(body)
     for msg in out.get("messages", []):
+        msg.pop("tool_call_id", None)
         for call in msg.get("tool_calls", []):
             call.pop("id", None)
     return out

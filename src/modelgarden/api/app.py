@@ -21,8 +21,10 @@ from starlette.types import Receive, Scope, Send
 from modelgarden import __version__, console
 from modelgarden.api import deploy, observe, passthrough, status
 from modelgarden.api import keys as key_routes
+from modelgarden.api.anthropic import routes as anthropic_routes
 from modelgarden.api.body import describe_first
-from modelgarden.api.errors import ollama_error, openai_error, unexpected
+from modelgarden.api.errors import error_response, unexpected
+from modelgarden.api.families import family_of
 from modelgarden.api.forward import Forwarder, ForwardToPrimary, WorkerLink, replay
 from modelgarden.api.guard import Guard, is_loopback_bind
 from modelgarden.api.ollama import inference, models, transfer
@@ -47,12 +49,12 @@ WORKER_STOP_SLACK = 10.0
 
 def _render(request: Request, exc: GardenError) -> Response:
     path = request.scope["path"]
-    response = openai_error(exc) if path.startswith("/v1/") else ollama_error(exc)
+    response = error_response(path, exc)
     scope = request.scope
     if METER_KEY in scope or START_KEY in scope:  # an inference request: account for it
         meter = request.app.state.telemetry.meter(scope)
         if not meter.api:  # refused before dispatch (a bad body)
-            meter.api, meter.endpoint = ("openai" if path.startswith("/v1/") else "ollama"), path
+            meter.api, meter.endpoint = family_of(path), path
         response.raw_headers.extend(meter.headers())
         meter.finish(exc.status, error=exc.message)
     return response
@@ -173,6 +175,9 @@ HOT_ROUTES: dict[str, Endpoint] = {
     "/v1/chat/completions": openai_routes.chat_completions,
     "/v1/completions": openai_routes.completions,
     "/v1/embeddings": openai_routes.embeddings,
+    "/v1/responses": openai_routes.responses,
+    "/v1/messages": anthropic_routes.messages,
+    "/v1/messages/count_tokens": anthropic_routes.count_tokens,
 }
 
 
@@ -260,6 +265,7 @@ def create_app(
     app.include_router(inference.router)
     app.include_router(transfer.router)
     app.include_router(openai_routes.router)
+    app.include_router(anthropic_routes.router)
     app.include_router(passthrough.router)
     app.include_router(status.router)
     app.include_router(observe.router)

@@ -19,6 +19,7 @@ last error record, a request still waiting gets a 503 in its API's shape.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,11 +29,14 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from modelgarden.api.errors import ollama_error_line, openai_error_body
+from modelgarden.api.errors import anthropic_error_body, ollama_error_line, openai_error_body
 from modelgarden.backends.base import BackendResponse
 from modelgarden.errors import BackendUnavailable, ClientClosed, GardenError, Overloaded
 from modelgarden.telemetry.record import Meter
 from modelgarden.translate.stream import DONE, sse_error
+from modelgarden.translate.stream_anthropic import error_event as anthropic_error_event
+from modelgarden.translate.stream_responses import FINAL as RESPONSES_FINAL
+from modelgarden.translate.stream_responses import error_event as responses_error_event
 
 T = TypeVar("T")
 #: The longest final record kept for inspection (a final record of /api/generate carries
@@ -83,6 +87,32 @@ NDJSON = Framing(
 SSE = Framing(
     complete=lambda tail: tail.rstrip().endswith(DONE.rstrip()),
     error_record=lambda message: sse_error(message) + DONE,
+    body_status=lambda body: 500 if body.startswith(b'{"error"') else 200,
+    error_body=lambda exc: orjson.dumps(openai_error_body(exc)),
+)
+
+_EVENT_TYPE = re.compile(rb'"type"\s*:\s*"([A-Za-z_.]+)"')
+
+
+def event_type(tail: bytes) -> bytes:
+    """The ``type`` of the last ``data:`` line of an SSE stream's tail (``b""`` if none)."""
+    line = tail.rstrip().rsplit(b"\n", 1)[-1]
+    if not line.startswith(b"data:"):
+        return b""
+    match = _EVENT_TYPE.search(line, 0, 256)
+    return match.group(1) if match else b""
+
+
+ANTHROPIC_SSE = Framing(
+    complete=lambda tail: event_type(tail) in (b"message_stop", b"error"),
+    error_record=anthropic_error_event,
+    body_status=lambda body: 500 if body.startswith(b'{"type":"error"') else 200,
+    error_body=lambda exc: orjson.dumps(anthropic_error_body(exc)),
+)
+
+RESPONSES_SSE = Framing(
+    complete=lambda tail: event_type(tail).decode() in RESPONSES_FINAL,
+    error_record=responses_error_event,
     body_status=lambda body: 500 if body.startswith(b'{"error"') else 200,
     error_body=lambda exc: orjson.dumps(openai_error_body(exc)),
 )

@@ -28,7 +28,17 @@ class Api(enum.StrEnum):
     """An API family, as spoken on the wire."""
 
     OLLAMA = "ollama"
+    #: OpenAI's Chat Completions, completions and embeddings (``/v1/chat/completions`` ...).
     OPENAI = "openai"
+    #: OpenAI's Responses API (``/v1/responses``).
+    RESPONSES = "responses"
+    #: Anthropic's Messages API (``/v1/messages``, ``/v1/messages/count_tokens``).
+    ANTHROPIC = "anthropic"
+
+
+#: The family a request is translated to when the backend does not speak the client's:
+#: the first of these the backend speaks (the most complete translations first).
+PREFERRED = (Api.OLLAMA, Api.OPENAI, Api.ANTHROPIC, Api.RESPONSES)
 
 
 @dataclass
@@ -49,6 +59,13 @@ class BackendRequest:
     keep_alive: float | None = None
     #: The request's trace, for the backend's queue and upstream spans; ``None``: off.
     trace: RequestTrace | None = None
+    #: Client headers that belong to the family and go upstream on a native relay
+    #: (``anthropic-beta``); never a credential.
+    headers: dict[str, str] = field(default_factory=dict)
+    #: ``think`` asked for by an API whose clients send it to every model (Anthropic's
+    #: ``thinking``, Responses' ``reasoning``): dropped, not refused, on a model that
+    #: cannot think, as Ollama does for Claude Code.
+    relax_think: bool = False
 
 
 async def _nothing() -> None:

@@ -4,12 +4,13 @@ Example::
 
     [[backends]]
     name = "workstation"          # how logs, metrics and /ollama/<name>/... refer to it
-    kind = "ollama"               # local | ollama | openai | modal
+    kind = "ollama"               # local | ollama | openai | anthropic | modal
     urls = ["http://192.168.1.20:11434", "http://192.168.1.21:11434"]   # replicas
     allow = ["llama3*", "qwen*"]  # globs over model names; deny wins over allow
     deny = ["*:70b"]
     refresh = "60s"               # how often the model list is read again
     health_interval = "15s"       # active health probe of each replica; 0: none
+    apis = ["ollama", "openai", "responses", "anthropic"]   # Ollama 0.14+: relay all four
 
     [[backends]]
     name = "openrouter"
@@ -18,6 +19,12 @@ Example::
     api_key_env = "OPENROUTER_API_KEY"
     models = ["meta-llama/llama-3.1-8b-instruct"]   # listed: no discovery
     aliases = { "llama-cloud" = "meta-llama/llama-3.1-8b-instruct" }
+
+    [[backends]]
+    name = "anthropic"            # Claude models behind every client API
+    kind = "anthropic"            # urls and api_key_env default to Anthropic's and
+                                  # ANTHROPIC_API_KEY for a backend of this name
+    models = ["claude-sonnet-4-5"]
 
     [[backends]]
     name = "gpu"
@@ -50,6 +57,18 @@ from modelgarden.durations import parse_go_duration
 OPENROUTER_URL = "https://openrouter.ai/api/v1"
 #: The GPU class of ``deploy/modal_app.py``: what a ``modal`` backend reaches by default.
 MODAL_URL = "modal://personal-model-garden/OllamaBackend"
+#: Anthropic's API: a backend named "anthropic" needs only its key.
+ANTHROPIC_URL = "https://api.anthropic.com"
+#: Per kind: the families its upstream may speak natively, and those it does by default.
+#: An Ollama daemon speaks the Responses (0.13.3+) and Anthropic (0.14+) APIs only when it
+#: is recent enough, so those are opt-in (``apis = [...]``); translation works with any.
+NATIVE: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
+    "ollama": (frozenset({"ollama", "openai", "responses", "anthropic"}), ("ollama", "openai")),
+    "modal": (frozenset({"ollama", "openai", "responses", "anthropic"}), ("ollama", "openai")),
+    "openai": (frozenset({"openai", "responses"}), ("openai",)),
+    "anthropic": (frozenset({"anthropic"}), ("anthropic",)),
+    "local": (frozenset({"ollama"}), ("ollama",)),
+}
 
 
 class Timeouts(BaseModel):
@@ -67,8 +86,11 @@ class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    kind: Literal["local", "ollama", "openai", "modal"]
+    kind: Literal["local", "ollama", "openai", "anthropic", "modal"]
     urls: list[str] = Field(default_factory=list)
+    #: The API families the upstream speaks natively (requests in them are relayed as
+    #: bytes; others are translated); default per kind, see :data:`NATIVE`.
+    apis: list[Literal["ollama", "openai", "responses", "anthropic"]] | None = None
     api_key_env: str | None = None
     models: list[str] | None = None
     refresh: float = 60.0
@@ -112,6 +134,18 @@ class BackendConfig(BaseModel):
         if self.kind == "openai" and not self.urls and self.name == "openrouter":
             self.urls = [OPENROUTER_URL]
             self.api_key_env = self.api_key_env or "OPENROUTER_API_KEY"
+        if self.kind == "anthropic" and not self.urls and self.name == "anthropic":
+            self.urls = [ANTHROPIC_URL]
+            self.api_key_env = self.api_key_env or "ANTHROPIC_API_KEY"
+        allowed, default = NATIVE[self.kind]
+        if self.apis is not None:
+            if not self.apis or set(self.apis) - allowed:
+                raise ValueError(
+                    f"backend {self.name!r}: a {self.kind} backend speaks some of "
+                    f"{', '.join(sorted(allowed))}, not {', '.join(self.apis) or 'none'}"
+                )
+        else:
+            self.apis = list(default)  # type: ignore[arg-type]
         if self.kind == "modal":
             self.urls = self.urls or [MODAL_URL]
             if any(not u.startswith("modal://") or u.count("/") != 3 for u in self.urls):

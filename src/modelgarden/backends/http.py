@@ -37,6 +37,7 @@ _BY_STATUS: dict[int, type[GardenError]] = {
     404: NotFound,
     429: RateLimited,
     503: Overloaded,
+    529: Overloaded,  # Anthropic's overloaded_error
 }
 
 

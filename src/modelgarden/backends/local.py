@@ -116,8 +116,18 @@ class LocalBackend:
         return cached if cached is not None else await asyncio.to_thread(self.store.gguf, model)
 
     async def list_models(self) -> list[ListModel]:
-        models = await asyncio.to_thread(self.store.installed)
-        return [list_entry(m) for m in models]
+        return await asyncio.to_thread(self._entries)
+
+    def _entries(self) -> list[ListModel]:
+        """Every installed model's ``/api/tags`` entry (GGUF headers are read once, cached)."""
+        entries = []
+        for model in self.store.installed():
+            try:
+                caps = capabilities(model, self.store.gguf(model))
+            except (OSError, ValueError):  # an unreadable GGUF still lists, as it is
+                caps = []
+            entries.append(list_entry(model, caps))
+        return entries
 
     async def has_model(self, model: str) -> bool:
         if self.store.peek(model) is not None:
@@ -199,13 +209,17 @@ class LocalBackend:
         return need
 
     def _check(self, request: BackendRequest, model: LocalModel, caps: list[str]) -> None:
-        """Refuse, before anything loads, what the model cannot do (Ollama's 400s)."""
+        """Refuse, before anything loads, what the model cannot do (Ollama's 400s); ``think``
+        asked of a model that cannot think is dropped instead when the request says
+        ``relax_think``."""
         body, name = request.body, request.model
         if request.endpoint != "embed" and "completion" not in caps:
             raise UnsupportedCapability(f'"{name}" does not support {request.endpoint}')
         if body.get("think") not in (None, False) and "thinking" not in caps:
             think_value(body.get("think"))  # an invalid value is its own error
-            raise UnsupportedCapability(f'"{name}" does not support thinking')
+            if not request.relax_think:
+                raise UnsupportedCapability(f'"{name}" does not support thinking')
+            request.body = {k: v for k, v in body.items() if k != "think"}  # as Ollama does
         images = body.get("images") or [
             i
             for m in body.get("messages") or []

@@ -76,8 +76,8 @@ def details(model: LocalModel) -> ModelDetails:
     return ModelDetails(**model.details)
 
 
-def list_entry(model: LocalModel) -> ListModel:
-    """One ``/api/tags`` entry."""
+def list_entry(model: LocalModel, caps: list[str]) -> ListModel:
+    """One ``/api/tags`` entry (``caps``: :func:`capabilities`)."""
     return ListModel(
         name=model.name,
         model=model.name,
@@ -85,6 +85,7 @@ def list_entry(model: LocalModel) -> ListModel:
         size=model.size,
         digest=model.digest,
         details=details(model),
+        capabilities=caps,
     )
 
 

@@ -38,7 +38,7 @@ import orjson
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
 from modelgarden.backends.config import BackendConfig
 from modelgarden.backends.http import status_error
-from modelgarden.backends.remote import RemoteBackend, Replica
+from modelgarden.backends.remote import RemoteBackend, Replica, send_relaxed
 from modelgarden.errors import BackendUnavailable, GardenError, Overloaded, UpstreamTimeout
 from modelgarden.lifecycle.process import RunnerState
 from modelgarden.resilience import CircuitBreaker
@@ -46,7 +46,7 @@ from modelgarden.wire.ollama import ListModel
 
 #: What a wake-up asks: cheap, and answered only once the container's server is up.
 WAKE_CALL: dict[str, Any] = {"method": "GET", "path": "/api/version", "headers": {}, "body": None}
-PREFIX = {Api.OLLAMA: "/api/", Api.OPENAI: "/v1/"}
+PREFIX = {Api.OLLAMA: "/api/", Api.OPENAI: "/v1/", Api.RESPONSES: "/v1/", Api.ANTHROPIC: "/v1/"}
 
 
 class ModalCalls(Protocol):
@@ -220,7 +220,11 @@ class ModalBackend(RemoteBackend):
         return replica
 
     async def send(self, request: BackendRequest) -> BackendResponse:
-        """One inference request, through ``stream`` or ``proxy`` as the client asked."""
+        """One inference request, through ``stream`` or ``proxy`` as the client asked (``think``
+        relaxed as on every Ollama upstream)."""
+        return await send_relaxed(self._send, request)
+
+    async def _send(self, request: BackendRequest) -> BackendResponse:
         call = {
             "method": "POST",
             "path": PREFIX[request.api] + request.endpoint,

@@ -1,5 +1,6 @@
-"""Remote backends: Ollama daemons (``kind = "ollama"``) and OpenAI-compatible services
-(``kind = "openai"``: OpenRouter, vLLM, llama.cpp's server, LM Studio).
+"""Remote backends: Ollama daemons (``kind = "ollama"``), OpenAI-compatible services
+(``kind = "openai"``: OpenRouter, vLLM, llama.cpp's server, LM Studio) and Anthropic's API
+(``kind = "anthropic"``).
 
 A remote backend owns its replicas (one per URL, each with a circuit breaker and a count of
 requests in flight), a concurrency limit with a bounded queue, and its catalogue: the models
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +28,13 @@ from yarl import URL
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
 from modelgarden.backends.config import BackendConfig
 from modelgarden.backends.http import iter_body, new_session, status_error
-from modelgarden.errors import BackendUnavailable, GardenError, InvalidModelName, ModelNotFound
+from modelgarden.errors import (
+    BackendUnavailable,
+    BadRequest,
+    GardenError,
+    InvalidModelName,
+    ModelNotFound,
+)
 from modelgarden.resilience import CircuitBreaker, Limiter, backoff
 from modelgarden.store.names import ModelName
 from modelgarden.wire.ollama import ListModel, ModelDetails, PsModel, ShowResponse
@@ -35,7 +43,24 @@ if TYPE_CHECKING:
     from modelgarden.telemetry.tracing import Upstream
 
 log = structlog.get_logger(__name__)
-RETRYABLE = frozenset({429, 500, 502, 503, 504})
+RETRYABLE = frozenset({429, 500, 502, 503, 504, 529})
+#: The end of Ollama's refusal of ``think`` for a model that cannot think.
+THINKLESS = "does not support thinking"
+
+
+async def send_relaxed(
+    send: Callable[[BackendRequest], Awaitable[BackendResponse]], request: BackendRequest
+) -> BackendResponse:
+    """Send to an Ollama upstream; ``think`` that the model refuses is dropped and the request
+    sent again when the client's API sends it to every model (``relax_think``), as Ollama
+    itself does for Claude Code."""
+    try:
+        return await send(request)
+    except BadRequest as exc:
+        if not (request.relax_think and "think" in request.body and THINKLESS in exc.message):
+            raise
+    body = {k: v for k, v in request.body.items() if k != "think"}
+    return await send(replace(request, body=body, relax_think=False))
 
 
 class Replica:
@@ -64,10 +89,14 @@ class RemoteBackend:
     apis: frozenset[Api] = frozenset()
     #: What an active health probe GETs, unless the configuration names a path.
     health_path = "/"
+    #: What its models can do, when the upstream does not say.
+    capabilities: tuple[str, ...] = ("completion", "tools")
 
     def __init__(self, config: BackendConfig) -> None:
         self.name = config.name
         self.config = config
+        if config.apis:
+            self.apis = frozenset(Api(a) for a in config.apis)
         self.replicas = [
             Replica(url, CircuitBreaker(config.breaker_failures, config.breaker_cooldown))
             for url in config.urls
@@ -181,6 +210,7 @@ class RemoteBackend:
             size=0,
             digest=hashlib.sha256(f"{self.name}/{upstream_id}".encode()).hexdigest(),
             details=ModelDetails(format="api", family=vendor, families=[vendor]),
+            capabilities=list(self.capabilities),
         )
 
     def upstream_id(self, model: str) -> str:
@@ -204,7 +234,7 @@ class RemoteBackend:
         return ShowResponse(
             details=entry.details,
             model_info={"general.architecture": entry.details.family, "general.basename": model},
-            capabilities=["completion", "tools"],
+            capabilities=list(entry.capabilities),
             modified_at=entry.modified_at,
         )
 
@@ -333,7 +363,7 @@ class RemoteBackend:
                 "POST",
                 lambda r: self._inference_url(r, request.api, request.endpoint),
                 body,
-                None if upstream is None else upstream.headers,
+                {**request.headers, **(upstream.headers if upstream is not None else {})} or None,
             )
         except BaseException as exc:
             self.limiter.release()
@@ -402,6 +432,10 @@ class OllamaBackend(RemoteBackend):
     def url_for(self, replica: Replica, api: Api, endpoint: str) -> str:
         prefix = "/api/" if api is Api.OLLAMA else "/v1/"
         return f"{replica.url}{prefix}{endpoint}"
+
+    async def send(self, request: BackendRequest) -> BackendResponse:
+        """Relay one request (``think`` relaxed: :func:`send_relaxed`)."""
+        return await send_relaxed(super().send, request)
 
     async def forward(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None
@@ -473,3 +507,30 @@ class OpenAIBackend(RemoteBackend):
 
     def url_for(self, replica: Replica, api: Api, endpoint: str) -> str:
         return f"{replica.url}/{endpoint}"
+
+
+class AnthropicBackend(RemoteBackend):
+    """Anthropic's Messages API as an upstream: Anthropic clients are relayed (with their
+    ``anthropic-beta`` header), every other family translated; the key goes as
+    ``x-api-key`` with ``anthropic-version``, never the client's."""
+
+    kind = "anthropic"
+    apis = frozenset({Api.ANTHROPIC})
+    health_path = "/v1/models"
+    capabilities = ("completion", "tools", "vision", "thinking")
+    #: The API version sent upstream (a client's own is not passed on).
+    version = "2023-06-01"
+
+    async def discover(self) -> list[tuple[str, ListModel | None]]:
+        data = await self.get_json(lambda r: f"{r.url}/v1/models?limit=1000")
+        return [(str(m["id"]), None) for m in data.get("data") or [] if "id" in m]
+
+    def url_for(self, replica: Replica, api: Api, endpoint: str) -> str:
+        return f"{replica.url}/v1/{endpoint}"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "anthropic-version": self.version}
+        headers.update(self.config.headers)
+        if key := self.config.api_key():
+            headers["x-api-key"] = key
+        return headers

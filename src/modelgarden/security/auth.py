@@ -2,12 +2,13 @@
 
 Routes fall in three classes (:func:`required`):
 
-- **public**: ``/``, ``/health``, ``/ready``, ``/api/version``, the console's static files,
+- **public**: ``/``, ``/health``, ``/ready``, ``/api/version``, ``/api/status``, the
+  console's static files,
   the API documentation; they show no model, prompt or key;
 - **user**: inference (``/api/generate``, ``/api/chat``, ``/api/embed``, ``/api/embeddings``,
-  the ``/v1`` completions and embeddings, ``/query``) and listing (``/api/tags``,
-  ``/api/show``, ``/api/ps``, ``/v1/models``, the console's ``/garden/models``), on the
-  models the key's globs allow;
+  the ``/v1`` completions, embeddings, responses and messages, ``/query``) and listing
+  (``/api/tags``, ``/api/show``, ``/api/ps``, ``/v1/models``, the console's
+  ``/garden/models``), on the models the key's globs allow;
 - **admin**: everything else — pull, push, create, copy, delete, blobs, deploy, undeploy,
   status, metrics, usage, backends, passthrough to upstreams, and key management.
   A route not listed is admin-only, so a new route is never open by mistake.
@@ -19,7 +20,8 @@ without one gets 401, a user key on an admin route 403, a key over its limits 42
 ``Retry-After``, and when no key is usable any more (all revoked or expired) every request
 gets a 401 that says how to recover on the gateway's machine. The key is read
 from ``Authorization: Bearer`` (what the ``openai`` and ``ollama`` clients send) or
-``X-API-Key``; it is never passed on to an upstream.
+``X-API-Key`` (what the ``anthropic`` clients and Claude Code send); it is never passed on to
+an upstream.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ M = TypeVar("M")
 #: Where the request's key is put in the ASGI scope for the routes below.
 KEY = "garden.key"
 
-PUBLIC_EXACT = frozenset({"/", "/health", "/ready", "/api/version", "/favicon.ico"})
+PUBLIC_EXACT = frozenset({"/", "/health", "/ready", "/api/version", "/api/status", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/ui", "/docs", "/openapi.json")
 INFERENCE = frozenset(
     {
@@ -48,6 +50,9 @@ INFERENCE = frozenset(
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/embeddings",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
         "/query",
     }
 )

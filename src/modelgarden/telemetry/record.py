@@ -53,10 +53,11 @@ class Tokens:
 
 
 def tokens_of(data: bytes) -> Tokens:
-    """The token counts in an answer's final record (Ollama or OpenAI, JSON or a stream).
+    """The token counts in an answer's final record (Ollama, OpenAI, Anthropic or Responses,
+    JSON or a stream).
 
-    Both families write their counters last (Ollama's after the message, OpenAI's
-    ``usage`` after the choices), so only the last :data:`COUNTED_TAIL` bytes are searched:
+    Every family writes its counters last (Ollama's after the message, the others'
+    ``usage`` after the content), so only the last :data:`COUNTED_TAIL` bytes are searched:
     a long answer or a large embedding costs no more than a short one.
     """
     start = max(0, len(data) - COUNTED_TAIL)
@@ -71,9 +72,13 @@ def tokens_of(data: bytes) -> Tokens:
     prompt = last(b'"prompt_eval_count"')
     if prompt is None:
         prompt = last(b'"prompt_tokens"')
+    if prompt is None:  # Anthropic's and the Responses API's
+        prompt = last(b'"input_tokens"')
     completion = last(b'"eval_count"')
     if completion is None:
         completion = last(b'"completion_tokens"')
+    if completion is None:
+        completion = last(b'"output_tokens"')
     return Tokens(prompt, completion, last(b'"eval_duration"'))
 
 

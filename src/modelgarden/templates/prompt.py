@@ -139,6 +139,7 @@ def _go_message(message: Mapping[str, Any]) -> dict[str, Any]:
         "Content": message.get("content") or "",
         "ToolCalls": calls,
         "ToolName": message.get("tool_name") or "",
+        "ToolCallID": message.get("tool_call_id") or "",
         "Thinking": message.get("thinking") or "",
     }
 

@@ -1,8 +1,9 @@
 """Ollama's wire format ⇄ the neutral form. Pure functions, no I/O.
 
 Mapped one to one: messages (roles, content, base64 images, tool calls with object
-arguments, ``tool_name``), ``tools``, ``format``, the sampling options (``num_predict`` is
-``max_tokens``; a negative value means no limit), ``stream``, ``keep_alive``, ``logprobs``.
+arguments, ``tool_name``, ``tool_call_id``, ``thinking``), ``tools``, ``format``, the
+sampling options (``num_predict`` is ``max_tokens``; a negative value means no limit),
+``stream``, ``keep_alive``, ``logprobs``.
 Kept aside in ``extra`` and restored on the way back: the other options (``num_ctx`` ...),
 ``think``, ``raw``, ``system``, ``template``, ``context``, ``truncate``. ``tool_choice`` is
 not part of Ollama's API; the gateway's own runners accept it as an extra field.
@@ -61,6 +62,8 @@ def message_in(raw: dict[str, Any]) -> ChatMessage:
         images=list(raw.get("images") or []),
         tool_calls=[_tool_call_in(c) for c in raw.get("tool_calls") or []],
         tool_name=str(raw.get("tool_name") or ""),
+        tool_call_id=str(raw.get("tool_call_id") or ""),
+        thinking=str(raw.get("thinking") or ""),
     )
 
 
@@ -73,6 +76,10 @@ def message_out(msg: ChatMessage) -> dict[str, Any]:
         out["tool_calls"] = [_tool_call_out(c) for c in msg.tool_calls]
     if msg.tool_name:
         out["tool_name"] = msg.tool_name
+    if msg.tool_call_id:
+        out["tool_call_id"] = msg.tool_call_id
+    if msg.thinking:
+        out["thinking"] = msg.thinking
     return out
 
 

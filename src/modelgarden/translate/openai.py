@@ -47,20 +47,58 @@ def _image_in(part: dict[str, Any]) -> str:
         if isinstance(part.get("image_url"), dict)
         else part.get("image_url", "")
     )
-    if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
-        raise BadRequest("only base64 data: URLs are supported for images", param="messages")
-    return url.split(";base64,", 1)[1]
+    return data_url_in(url, "messages")
 
 
-def _image_out(data: str) -> dict[str, Any]:
+def mime_of(data: str) -> str:
+    """The media type of a base64 image, from its first bytes (PNG when unknown)."""
     try:
         head = base64.b64decode(data[:16] + "=" * (-len(data[:16]) % 4), validate=True)
     except ValueError:
         raise BadRequest("images must be base64-encoded", param="images") from None
-    mime = next((m for magic, m in _MIME.items() if head.startswith(magic)), "image/png")
     if head[8:12] == b"WEBP":
-        mime = "image/webp"
-    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
+        return "image/webp"
+    return next((m for magic, m in _MIME.items() if head.startswith(magic)), "image/png")
+
+
+def data_url_in(url: Any, param: str) -> str:
+    """The base64 payload of a ``data:`` URL; remote URLs are refused (nothing is fetched)."""
+    if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
+        raise BadRequest(
+            "only base64 data: URLs are supported for images (the gateway fetches nothing)",
+            param=param,
+        )
+    return url.split(";base64,", 1)[1]
+
+
+def data_url_out(data: str) -> str:
+    """A base64 image as a ``data:`` URL."""
+    return f"data:{mime_of(data)};base64,{data}"
+
+
+def _image_out(data: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": data_url_out(data)}}
+
+
+#: Reasoning efforts, as OpenAI and Ollama name them, and the ``think`` each means.
+EFFORTS: dict[str, bool | str] = {
+    "none": False,
+    "minimal": False,
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "max",
+    "max": "max",
+}
+
+
+def think_of_effort(effort: Any, param: str) -> bool | str:
+    """A reasoning effort as Ollama's ``think`` (off, or a level)."""
+    if isinstance(effort, str) and effort in EFFORTS:
+        return EFFORTS[effort]
+    raise BadRequest(
+        f"invalid reasoning effort {effort!r}: use one of {', '.join(EFFORTS)}", param=param
+    )
 
 
 def _content_in(content: Any) -> tuple[str, list[str]]:
@@ -117,6 +155,7 @@ def messages_in(raw: list[dict[str, Any]]) -> list[ChatMessage]:
             raise BadRequest(f"unknown message role {role!r}", param="messages")
         text, images = _content_in(m.get("content"))
         msg = ChatMessage(role=role, content=text, images=images)
+        msg.thinking = str(m.get("reasoning_content") or "")
         msg.tool_calls = [_tool_call_in(c) for c in m.get("tool_calls") or []]
         names.update({c.id: c.name for c in msg.tool_calls if c.id})
         if role == "tool":
@@ -259,8 +298,11 @@ def chat_request_in(body: dict[str, Any]) -> InferenceRequest:
     req.top_logprobs = int(body.get("top_logprobs") or 0)
     req.keep_alive = body.get("keep_alive")
     effort = body.get("reasoning_effort")
+    param = "reasoning_effort"
+    if effort is None and isinstance(body.get("reasoning"), dict):
+        effort, param = body["reasoning"].get("effort"), "reasoning.effort"
     if effort is not None:  # Ollama's think levels, or off
-        req.extra["think"] = effort if effort in ("low", "medium", "high") else False
+        req.extra["think"] = think_of_effort(effort, param)
     return req
 
 

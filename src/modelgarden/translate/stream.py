@@ -30,7 +30,7 @@ class Encoder(Protocol):
     def finish(self) -> bytes: ...
 
 
-class _Lines:
+class Lines:
     """Splits a byte stream into complete lines."""
 
     def __init__(self) -> None:
@@ -47,7 +47,7 @@ class NDJSONDecoder:
     """Ollama NDJSON records → chunks."""
 
     def __init__(self) -> None:
-        self._lines = _Lines()
+        self._lines = Lines()
 
     def feed(self, data: bytes) -> list[Chunk]:
         return [ot.chunk_in(orjson.loads(line)) for line in self._lines.split(data)]
@@ -57,7 +57,7 @@ class SSEDecoder:
     """OpenAI server-sent events → chunks; tool-call fragments are joined by index."""
 
     def __init__(self) -> None:
-        self._lines = _Lines()
+        self._lines = Lines()
         self._calls: dict[int, dict[str, str]] = {}
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None

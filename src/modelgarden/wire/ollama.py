@@ -44,6 +44,7 @@ class Message(BaseModel):
     images: list[str] | None = None
     tool_calls: list[ToolCall] | None = None
     tool_name: str | None = None
+    tool_call_id: str | None = None
     thinking: str | None = None
 
 
@@ -162,6 +163,9 @@ class ListModel(BaseModel):
     size: int
     digest: str
     details: ModelDetails
+    #: What the model can do (``completion``, ``tools``, ``insert``, ``vision``,
+    #: ``embedding``, ``thinking``), as ``/api/show`` says.
+    capabilities: list[str] = Field(default_factory=lambda: ["completion"])
 
 
 class ListResponse(BaseModel):

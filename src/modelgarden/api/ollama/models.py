@@ -1,6 +1,6 @@
 """Ollama's catalogue and model-management routes.
 
-``/``, ``/api/version``, ``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/copy``,
+``/``, ``/api/version``, ``/api/status``, ``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/copy``,
 ``/api/delete``, ``/api/create`` and ``/api/blobs/:digest``. Management acts on the
 gateway's own store (the ``local`` backend); file work runs in threads.
 """
@@ -56,6 +56,14 @@ async def root() -> PlainTextResponse:
 async def version() -> Response:
     """The Ollama API version this gateway is compatible with."""
     return Response(orjson.dumps({"version": OLLAMA_COMPAT_VERSION}), media_type=JSON)
+
+
+@router.get("/api/status")
+async def api_status() -> Response:
+    """Ollama's server status: its cloud models are off here (the gateway has its own
+    remote backends, configured in ``garden.toml``)."""
+    body = {"cloud": {"disabled": True, "source": "config"}}
+    return Response(orjson.dumps(body), media_type=JSON)
 
 
 @router.api_route("/api/tags", methods=["GET", "HEAD"], response_model=ListResponse)

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible routes under ``/v1``: thin, over the same dispatch as ``/api``."""
+"""The OpenAI-compatible routes under ``/v1`` (Chat Completions, completions, embeddings,
+models, and the Responses API): thin, over the same dispatch as ``/api``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from modelgarden.gateway import Gateway
 from modelgarden.security.auth import visible
 from modelgarden.store.names import ModelName
 from modelgarden.translate import openai as oa
+from modelgarden.translate import responses as rs
 from modelgarden.types import InferenceRequest
 from modelgarden.wire.ollama import ListModel
 from modelgarden.wire.openai import (
@@ -27,25 +29,27 @@ from modelgarden.wire.openai import (
     Model,
     ModelList,
 )
+from modelgarden.wire.responses import ResponsesRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 async def _incoming(
-    request: Request, wire: type[BaseModel], kind: str, to_neutral: Any
+    request: Request, wire: type[BaseModel], kind: str, to_neutral: Any, api: Api = Api.OPENAI
 ) -> Incoming:
     data = await read_json(request)
     validate(wire, data)
     req: InferenceRequest = to_neutral(data)  # validates the mapping, raises 400s
     ModelName.parse(req.model)
     return Incoming(
-        api=Api.OPENAI,
+        api=api,
         kind=kind,
         model=req.model,
         body=data,
         stream=req.stream if kind != "embed" else False,
         keep_alive=keep_alive_of(req.keep_alive),
         neutral=lambda: req,
+        relax_think=api is Api.RESPONSES,
     )
 
 
@@ -60,6 +64,13 @@ async def chat_completions(request: Request) -> Any:
 async def completions(request: Request) -> Any:
     """Text completion of a raw prompt (no chat template)."""
     incoming = await _incoming(request, CompletionRequest, "completion", oa.completion_request_in)
+    return await dispatch(request, incoming)
+
+
+@router.post("/responses", openapi_extra=body_schema(ResponsesRequest))
+async def responses(request: Request) -> Any:
+    """A response (OpenAI's Responses API, stateless); ``stream`` gives its events."""
+    incoming = await _incoming(request, ResponsesRequest, "chat", rs.request_in, Api.RESPONSES)
     return await dispatch(request, incoming)
 
 
