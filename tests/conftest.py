@@ -101,6 +101,16 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     )
 
 
+def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Whether ``check`` comes true within ``timeout`` seconds (asked every 0.1 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return check()
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The test environment without the caller's GARDEN_*/OLLAMA_* settings, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GARDEN_", "OLLAMA_"))}

@@ -2,8 +2,10 @@
 ``ANTHROPIC_BASE_URL``) and Codex (``codex exec``, the gateway as a Responses provider, and
 ``--oss`` as its Ollama provider) each complete one prompt end to end.
 
-Opt-in, not in CI: set ``GARDEN_AGENTS_BIN`` to a folder holding ``claude`` and ``codex``
-(``npm install @anthropic-ai/claude-code @openai/codex``, then ``node_modules/.bin``). Both
+Opt-in, not in CI (marked ``agents``, which the default run deselects):
+``GARDEN_AGENTS_BIN=<folder holding claude and codex> pytest -m agents
+tests/integration/test_agents.py`` (``npm install @anthropic-ai/claude-code @openai/codex``,
+then ``node_modules/.bin``); without the variable these tests fail, saying so. Both
 are native binaries of a few hundred MB that change weekly (and with them what they send),
 install from npm with post-install scripts, and spend 20-80 s per prompt on a 2-core
 machine reading their 4k-token system prompts; the protocol they exercise is covered in CI
@@ -28,12 +30,13 @@ import pytest
 from tests.conftest import DEFAULT_MODEL, GardenServer, clean_env, start_server, stop_and_check
 
 AGENTS = os.environ.get("GARDEN_AGENTS_BIN", "")
-pytestmark = pytest.mark.skipif(not AGENTS, reason="GARDEN_AGENTS_BIN is not set (opt-in)")
+pytestmark = pytest.mark.agents
 PROMPT = "Say hello in one word."
 
 
 @pytest.fixture(scope="module")
 def agent_garden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GardenServer]:
+    assert AGENTS, "set GARDEN_AGENTS_BIN to the folder holding the claude and codex binaries"
     server = start_server(tmp_path_factory.mktemp("agents"), GARDEN_CONTEXT_LENGTH="8192")
     brief = {"model": "brief", "from": DEFAULT_MODEL, "parameters": {"stop": ["\n", "."]}}
     answer = httpx.post(server.url + "/api/create", json={**brief, "stream": False}, timeout=60)

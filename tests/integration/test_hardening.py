@@ -11,19 +11,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.conftest import GardenServer
+from tests.conftest import GardenServer, wait_until
 from tests.integration.test_auth import make_key
 from tests.integration.test_cli import garden_cmd
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
-
 
 # --- keys fail closed ---------------------------------------------------------------------------
 
@@ -50,7 +40,7 @@ def test_the_last_key_revoked_locks_the_gateway_until_the_operator_acts(
     assert local.returncode == 0, local.stderr
     fresh = local.stdout.strip()
     auth = {"Authorization": f"Bearer {fresh}"}
-    assert wait_for(lambda: httpx.get(server.url + "/garden/keys", headers=auth).is_success)
+    assert wait_until(lambda: httpx.get(server.url + "/garden/keys", headers=auth).is_success)
     # and only deleting every key opens it again
     refused = garden_cmd(server, "keys", "purge", GARDEN_MODELS=str(server.models))
     assert refused.returncode != 0 and "--local --yes" in refused.stderr
@@ -58,7 +48,7 @@ def test_the_last_key_revoked_locks_the_gateway_until_the_operator_acts(
         server, "keys", "purge", "--local", "--yes", GARDEN_MODELS=str(server.models)
     )
     assert purged.returncode == 0 and "Deleted 2 key(s)" in purged.stderr
-    assert wait_for(lambda: httpx.get(server.url + "/garden/keys").is_success)
+    assert wait_until(lambda: httpx.get(server.url + "/garden/keys").is_success)
 
 
 def test_an_exposed_gateway_whose_keys_are_deleted_refuses_everyone(
@@ -80,7 +70,7 @@ def test_an_exposed_gateway_whose_keys_are_deleted_refuses_everyone(
         answer = httpx.get(server.url + "/api/tags")
         return answer.status_code == 401 and "beyond loopback" in answer.json()["error"]
 
-    assert wait_for(refused_for_exposure)
+    assert wait_until(refused_for_exposure)
     assert httpx.get(server.url + "/health").status_code == 200  # liveness stays public
 
 
@@ -177,7 +167,7 @@ def test_connections_past_the_cap_are_refused_with_503(strict: GardenServer) -> 
     finally:
         for sock in held:
             sock.close()
-    assert wait_for(lambda: httpx.get(strict.url + "/").status_code == 200)
+    assert wait_until(lambda: httpx.get(strict.url + "/").status_code == 200)
 
 
 # --- work stops with its client -----------------------------------------------------------------
@@ -225,7 +215,7 @@ def test_embeddings_of_many_inputs_stop_when_the_client_leaves(
             timeout=httpx.Timeout(60, read=3),
         )
     (runner,) = server.runners()
-    assert wait_for(lambda: runner.cpu_percent(interval=0.5) < 30, timeout=10)
+    assert wait_until(lambda: runner.cpu_percent(interval=0.5) < 30, timeout=10)
     quick = httpx.post(
         server.url + "/api/embed", json={"model": DEFAULT_MODEL, "input": "hi"}, timeout=30
     )

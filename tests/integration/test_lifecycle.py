@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import ollama
 import psutil
 import pytest
 
-from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer
+from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, wait_until
 
 LONG = {**GREEDY, "num_predict": 3000, "repeat_penalty": 1.0}  # counting never stops
 COUNTING = "Count from 1 to 1000: 1, 2, 3,"
@@ -25,15 +24,6 @@ def stream_lines(server: GardenServer, body: dict[str, object]) -> list[dict[str
     with httpx.stream("POST", server.url + "/api/generate", json=body, timeout=60) as response:
         assert response.status_code == 200
         return [json.loads(line) for line in response.iter_lines() if line]
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def test_runner_killed_mid_stream_ends_with_error_then_recovers(

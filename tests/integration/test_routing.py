@@ -20,8 +20,7 @@ import openai
 import pytest
 
 from modelgarden.store.default import find_default_gguf
-from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, free_port
-from tests.integration.test_lifecycle import wait_until
+from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, free_port, wait_until
 from tests.openrouter_stub import OpenRouterStub
 
 KEY = "sk-or-test-key"

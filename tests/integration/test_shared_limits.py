@@ -5,7 +5,7 @@ away degrading to per-process limits (said in ``/metrics`` and the log), never t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import DEFAULT_MODEL, GardenServer, start_server, stop_and_check
+from tests.conftest import DEFAULT_MODEL, GardenServer, start_server, stop_and_check, wait_until
 from tests.integration.test_cli import garden_cmd
 from tests.integration.test_lifecycle import COUNTING, LONG
 from tests.redis_server import RedisServer
@@ -80,15 +80,6 @@ def shared_up(cluster: Cluster, gateway: GardenServer) -> float:
     return samples["garden_shared_limits_up"]
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
-
-
 def test_a_rate_limit_holds_across_gateways_together(cluster: Cluster) -> None:
     statuses = [call(cluster.gateways[i % 3], cluster.keys["ten"]).status_code for i in range(15)]
     assert statuses.count(429) == 5, statuses  # 10 in all, not 10 each
@@ -110,7 +101,7 @@ def test_one_concurrent_request_means_one_across_gateways(cluster: Cluster) -> N
         busy = call(second, cluster.keys["one"])
         assert busy.status_code == 429 and "concurrent" in busy.json()["error"]
     # the stream ended: its slot is free again on every gateway
-    assert wait_for(lambda: call(second, cluster.keys["one"]).status_code == 404, timeout=5)
+    assert wait_until(lambda: call(second, cluster.keys["one"]).status_code == 404, timeout=5)
 
 
 def test_a_gateway_that_dies_frees_its_slot_within_the_lease(
@@ -130,7 +121,7 @@ def test_a_gateway_that_dies_frees_its_slot_within_the_lease(
         other = cluster.gateways[2]
         assert call(other, cluster.keys["one"]).status_code == 429
         killed = time.monotonic()
-        assert wait_for(lambda: call(other, cluster.keys["one"]).status_code == 404, timeout=10)
+        assert wait_until(lambda: call(other, cluster.keys["one"]).status_code == 404, timeout=10)
         assert time.monotonic() - killed <= TTL + 2
     finally:
         for runner in doomed.runners():  # its runner dies with it; make sure
@@ -148,7 +139,7 @@ def test_without_redis_each_gateway_counts_alone_and_says_so(cluster: Cluster) -
         assert call(gateway, "mg-not-a-key").status_code == 401  # keys never fail open
     finally:
         cluster.redis.start()
-    assert wait_for(
+    assert wait_until(
         lambda: (
             call(gateway, cluster.keys["ten"]).status_code in (404, 429)
             and shared_up(cluster, gateway) == 1
@@ -176,4 +167,4 @@ def test_a_deployments_own_admin_key_is_made_once_by_every_replica(cluster: Clus
         )
         return answer.status_code == 200
 
-    assert wait_for(works)
+    assert wait_until(works)

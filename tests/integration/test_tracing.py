@@ -24,8 +24,8 @@ from tests.conftest import (
     free_port,
     start_server,
     stop_and_check,
+    wait_until,
 )
-from tests.integration.test_lifecycle import wait_until
 from tests.integration.test_routing import config
 from tests.integration.test_workers import wait_for_workers
 from tests.otlp_receiver import OTLPReceiver, ReceivedSpan

@@ -33,9 +33,9 @@ from tests.conftest import (
     free_port,
     scrape,
     value,
+    wait_until,
 )
 from tests.integration.test_auth import make_key
-from tests.integration.test_lifecycle import wait_until
 from tests.integration.test_routing import KEY, config
 from tests.openrouter_stub import OpenRouterStub
 

@@ -43,6 +43,27 @@ class Lines:
         return [line for line in lines if line.strip()]
 
 
+class DataEvents:
+    """Base of the decoders of streams whose events are JSON ``data:`` lines (Anthropic's,
+    the Responses API's): owns the line splitting; ``_event`` turns one event into at most
+    one chunk."""
+
+    def __init__(self) -> None:
+        self._lines = Lines()
+
+    def feed(self, data: bytes) -> list[Chunk]:
+        out: list[Chunk] = []
+        for line in self._lines.split(data):
+            if line.startswith(b"data:"):
+                chunk = self._event(orjson.loads(line[5:]))
+                if chunk is not None:
+                    out.append(chunk)
+        return out
+
+    def _event(self, event: dict[str, Any]) -> Chunk | None:
+        raise NotImplementedError
+
+
 class NDJSONDecoder:
     """Ollama NDJSON records → chunks."""
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from modelgarden.translate import anthropic as an
-from modelgarden.translate.stream import Lines
+from modelgarden.translate.stream import DataEvents
 from modelgarden.types import Chunk, FinishReason, ToolCall, Usage
 
 
@@ -143,23 +143,14 @@ class AnthropicEncoder:
         return b""
 
 
-class AnthropicDecoder:
+class AnthropicDecoder(DataEvents):
     """Anthropic stream events → chunks; a tool call is emitted whole when its block ends."""
 
     def __init__(self) -> None:
-        self._lines = Lines()
+        super().__init__()
         self._calls: dict[int, dict[str, str]] = {}
         self._finish: FinishReason = "stop"
         self._usage: dict[str, Any] = {}
-
-    def feed(self, data: bytes) -> list[Chunk]:
-        out: list[Chunk] = []
-        for line in self._lines.split(data):
-            if line.startswith(b"data:"):
-                chunk = self._event(orjson.loads(line[5:]))
-                if chunk is not None:
-                    out.append(chunk)
-        return out
 
     def _event(self, data: dict[str, Any]) -> Chunk | None:
         kind = data.get("type")

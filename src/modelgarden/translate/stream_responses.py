@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from modelgarden.translate import responses as rs
-from modelgarden.translate.stream import Lines
+from modelgarden.translate.stream import DataEvents
 from modelgarden.types import Chunk, FinishReason, InferenceRequest, ToolCall, Usage
 
 
@@ -177,21 +177,12 @@ class ResponsesEncoder:
 FINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
 
-class ResponsesDecoder:
+class ResponsesDecoder(DataEvents):
     """Responses stream events → chunks; a function call is emitted whole when its item is
     done."""
 
     def __init__(self) -> None:
-        self._lines = Lines()
-
-    def feed(self, data: bytes) -> list[Chunk]:
-        out: list[Chunk] = []
-        for line in self._lines.split(data):
-            if line.startswith(b"data:"):
-                chunk = self._event(orjson.loads(line[5:]))
-                if chunk is not None:
-                    out.append(chunk)
-        return out
+        super().__init__()
 
     @staticmethod
     def _event(data: dict[str, Any]) -> Chunk | None:
