@@ -203,7 +203,7 @@ def gateway_app(
     """The gateway's ASGI app: ``garden serve``'s own, with the GPU class as its backend."""
     from modelgarden.api.app import create_app
     from modelgarden.api.early import EarlyStart
-    from modelgarden.backends.config import BackendConfig, Timeouts
+    from modelgarden.config.backends import BackendConfig, Timeouts
     from modelgarden.config import Settings
 
     backend = BackendConfig(

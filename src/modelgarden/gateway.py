@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from modelgarden.backends.base import Backend
-from modelgarden.backends.config import BackendConfig
 from modelgarden.backends.local import LocalBackend
 from modelgarden.backends.modal import ModalBackend
 from modelgarden.backends.remote import (
@@ -23,6 +23,7 @@ from modelgarden.backends.remote import (
     display_name,
 )
 from modelgarden.config import Settings
+from modelgarden.config.backends import BackendConfig
 from modelgarden.errors import ModelNotFound
 from modelgarden.store.names import normalize
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
@@ -89,8 +90,7 @@ class Gateway:
         name = normalize(model)
         for backend in self.backends:
             if await backend.has_model(name):
-                upstream = getattr(backend, "upstream_id", None)
-                return Route(backend, upstream(name) if upstream else name)
+                return Route(backend, backend.upstream_id(name))
         raise ModelNotFound(model)
 
     async def routes(self, model: str) -> list[Route]:
@@ -126,6 +126,10 @@ class Gateway:
         """``/api/show`` from the backend serving the model."""
         route = await self.route(model)
         return await route.backend.show(route.model, verbose)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each backend's description in routing order (:meth:`Backend.describe`)."""
+        return [b.describe() for b in self.backends]
 
     async def running(self) -> list[PsModel]:
         """Loaded models across backends."""

@@ -229,7 +229,7 @@ def test_ollama_and_openai_clients_reach_the_gpu(gateway: tuple[str, Any]) -> No
     )
     text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
     assert reply.choices[0].message.content == text == whole.message.content
-    assert backend.describe()[0]["state"] == "ready"
+    assert backend.lifecycle()[0]["state"] == "ready"
 
 
 def test_passthrough_reaches_the_gpu(gateway: tuple[str, Any]) -> None:

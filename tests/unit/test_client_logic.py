@@ -45,7 +45,6 @@ from modelgarden.client._plan import Attempt, CallPlan, ClientCore
 from modelgarden.client._resilience import (
     BreakerBoard,
     BreakerState,
-    CircuitBreaker,
     backoff_delay,
     endpoint_path,
     failover_order,
@@ -203,87 +202,39 @@ def test_without_retry_after_the_pause_is_jittered_backoff(clock: FakeClock) -> 
 # --- circuit breaker -----------------------------------------------------------------------------
 
 
-def test_breaker_closed_open_half_open_closed(clock: FakeClock) -> None:
-    breaker = CircuitBreaker(BreakerPolicy(failure_threshold=3, cooldown=10.0))
-    for _ in range(5):  # only consecutive failures count
-        breaker.failure(clock())
-        breaker.success()
-    assert breaker.state(clock()) is BreakerState.CLOSED
-    for _ in range(2):
-        breaker.failure(clock())
-        assert breaker.allow(clock())
-    breaker.failure(clock())
-    assert breaker.state(clock()) is BreakerState.OPEN
-    assert not breaker.allow(clock())
-    assert breaker.retry_in(clock()) == 10.0
-    clock.advance(9.9)
-    assert not breaker.allow(clock())
-    clock.advance(0.1)
-    assert breaker.state(clock()) is BreakerState.HALF_OPEN
-    assert breaker.allow(clock())  # the probe
-    assert not breaker.allow(clock())  # one probe at a time
-    breaker.success()
-    assert breaker.state(clock()) is BreakerState.CLOSED
-    assert breaker.allow(clock()) and breaker.failures == 0
-
-
-def test_breaker_probe_failure_opens_again_for_a_full_cooldown(clock: FakeClock) -> None:
-    breaker = CircuitBreaker(BreakerPolicy(failure_threshold=1, cooldown=5.0))
-    breaker.failure(clock())
-    clock.advance(5)
-    assert breaker.allow(clock())
-    breaker.failure(clock())
-    assert breaker.state(clock()) is BreakerState.OPEN
-    clock.advance(4.9)
-    assert not breaker.allow(clock())
-    clock.advance(0.1)
-    assert breaker.allow(clock())
-
-
-def test_a_lost_probe_stops_blocking_after_a_cooldown(clock: FakeClock) -> None:
-    breaker = CircuitBreaker(BreakerPolicy(failure_threshold=1, cooldown=2.0))
-    breaker.failure(clock())
-    clock.advance(2)
-    assert breaker.allow(clock())  # a probe whose caller never reports back
-    clock.advance(1)
-    assert not breaker.allow(clock())
-    clock.advance(1)
-    assert breaker.allow(clock())
-
-
 def test_board_keys_breakers_by_base_url_and_endpoint(clock: FakeClock) -> None:
-    board = BreakerBoard(BreakerPolicy(failure_threshold=1, cooldown=1.0))
-    board.failure(A, "/api/chat", clock())
-    assert not board.allow(A, "/api/chat", clock())
-    assert board.allow(A, "/api/generate", clock())
-    assert board.allow(B, "/api/chat", clock())
-    board.failure(A, "/api/blobs/sha256:aa", clock())
-    assert board.state(A, "/api/blobs/sha256:bb", clock()) is BreakerState.OPEN
+    board = BreakerBoard(BreakerPolicy(failure_threshold=1, cooldown=1.0), clock)
+    board.failure(A, "/api/chat")
+    assert not board.allow(A, "/api/chat")
+    assert board.allow(A, "/api/generate")
+    assert board.allow(B, "/api/chat")
+    board.failure(A, "/api/blobs/sha256:aa")
+    assert board.state(A, "/api/blobs/sha256:bb") is BreakerState.OPEN
     assert endpoint_path("/api/tags?x=1") == "/api/tags"
-    opened = {key for key, state in board.snapshot(clock()).items() if state is BreakerState.OPEN}
+    opened = {key for key, state in board.snapshot().items() if state is BreakerState.OPEN}
     assert opened == {(A, "/api/chat"), (A, "/api/blobs")}
 
 
 def test_disabled_breaker_never_fails_fast(clock: FakeClock) -> None:
-    board = BreakerBoard(BreakerPolicy(enabled=False, failure_threshold=1))
+    board = BreakerBoard(BreakerPolicy(enabled=False, failure_threshold=1), clock)
     for _ in range(10):
-        board.failure(A, "/api/chat", clock())
-    assert board.allow(A, "/api/chat", clock())
-    assert failover_order([A], board, "/api/chat", clock()).usable == (A,)
+        board.failure(A, "/api/chat")
+    assert board.allow(A, "/api/chat")
+    assert failover_order([A], board, "/api/chat").usable == (A,)
 
 
 # --- failover ------------------------------------------------------------------------------------
 
 
 def test_failover_order_keeps_priority_and_skips_open_endpoints(clock: FakeClock) -> None:
-    board = BreakerBoard(BreakerPolicy(failure_threshold=1, cooldown=10.0))
-    assert failover_order([A, B, C], board, "/api/chat", clock()).usable == (A, B, C)
-    board.failure(A, "/api/chat", clock())
-    order = failover_order([A, B, C], board, "/api/chat", clock())
+    board = BreakerBoard(BreakerPolicy(failure_threshold=1, cooldown=10.0), clock)
+    assert failover_order([A, B, C], board, "/api/chat").usable == (A, B, C)
+    board.failure(A, "/api/chat")
+    order = failover_order([A, B, C], board, "/api/chat")
     assert (order.usable, order.skipped) == ((B, C), (A,))
-    assert failover_order([A, B, C], board, "/api/tags", clock()).usable == (A, B, C)
+    assert failover_order([A, B, C], board, "/api/tags").usable == (A, B, C)
     clock.advance(10)  # half-open: back in its place, as the probe
-    assert failover_order([A, B, C], board, "/api/chat", clock()).usable == (A, B, C)
+    assert failover_order([A, B, C], board, "/api/chat").usable == (A, B, C)
 
 
 def test_plan_fails_over_at_once_then_pauses_between_passes(clock: FakeClock) -> None:
@@ -330,7 +281,7 @@ def test_all_open_fails_fast_without_an_attempt(clock: FakeClock) -> None:
         clock, (A, B), breaker=BreakerPolicy(failure_threshold=1, cooldown=4), on_call=stats.append
     )
     for url in (A, B):
-        core.breakers.failure(url, "/api/generate", clock())
+        core.breakers.failure(url, "/api/generate")
     clock.advance(1)
     plan = core.plan(GENERATE)
     with pytest.raises(CircuitOpen) as info:
@@ -355,7 +306,7 @@ def test_failures_within_a_call_open_the_breaker_and_end_it(clock: FakeClock) ->
 
 def test_a_probe_in_flight_fails_other_calls_fast(clock: FakeClock) -> None:
     core = make_core(clock, breaker=BreakerPolicy(failure_threshold=1, cooldown=1))
-    core.breakers.failure(A, "/api/generate", clock())
+    core.breakers.failure(A, "/api/generate")
     clock.advance(1)
     probe = core.plan(GENERATE)
     probe.next_attempt()
@@ -372,7 +323,7 @@ def test_client_errors_are_not_retried_and_do_not_count(clock: FakeClock) -> Non
     with pytest.raises(ModelNotFound, match="model 'x' not found") as info:
         plan.answered(plan.next_attempt(), 404, b'{"error": "model \'x\' not found"}', None)
     assert info.value.status_code == 404
-    assert core.breakers.state(A, "/api/generate", clock()) is BreakerState.CLOSED
+    assert core.breakers.state(A, "/api/generate") is BreakerState.CLOSED
     assert plan.stats is not None and plan.stats.status == 404 and plan.stats.attempts == 1
 
 
@@ -384,7 +335,7 @@ def test_a_500_counts_against_the_breaker_and_a_read_timeout_too(clock: FakeCloc
     plan = core.plan(GENERATE)
     with pytest.raises(RequestTimeout):  # not retried: the server may still be working on it
         plan.transport_failed(plan.next_attempt(), httpx.ReadTimeout("slow"))
-    assert core.breakers.state(A, "/api/generate", clock()) is BreakerState.OPEN
+    assert core.breakers.state(A, "/api/generate") is BreakerState.OPEN
 
 
 def test_retries_zero_means_one_attempt(clock: FakeClock) -> None:

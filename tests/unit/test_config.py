@@ -9,15 +9,13 @@ import pytest
 from pydantic import AliasChoices, ValidationError
 
 from modelgarden.config import (
-    DEFAULT_HOST,
     DEFAULT_MODEL,
-    DEFAULT_PORT,
     ConfigError,
     Settings,
     load_settings,
     parse_bytes,
-    parse_host,
 )
+from modelgarden.hosts import DEFAULT_HOST, DEFAULT_PORT, parse_host
 
 
 def _env_names() -> set[str]:

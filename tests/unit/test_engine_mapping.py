@@ -12,7 +12,7 @@ from modelgarden.engine.ollama import keep_to_fit
 from modelgarden.engine.records import REPEAT_LIMIT, RecordStream, Tools, join
 from modelgarden.engine.request import LAYOUT, closed, completion_body, sampling
 from modelgarden.errors import BadRequest
-from modelgarden.options import validate_options
+from modelgarden.model_options import validate_options
 from modelgarden.templates.thinking import ThinkingParser
 
 # --- requests ---------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from modelgarden.api.errors import error_response
 from modelgarden.api.families import ENCODERS, ENDPOINTS, WHOLE_OUT, family_of
 from modelgarden.backends.base import PREFERRED, Api
-from modelgarden.backends.config import BackendConfig
 from modelgarden.backends.remote import AnthropicBackend, OllamaBackend, OpenAIBackend
+from modelgarden.config.backends import BackendConfig
 from modelgarden.errors import (
     BadRequest,
     Forbidden,

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelgarden.lifecycle.housekeeping import Housekeeping
+from modelgarden.housekeeping import Housekeeping
 
 MiB = 1 << 20
 

@@ -1,4 +1,4 @@
-"""Tests for the Modelfile parser/renderer and the option table (``options``)."""
+"""Tests for the Modelfile parser/renderer and the option table (``model_options``)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelgarden.errors import BadRequest
-from modelgarden.options import (
+from modelgarden.model_options import (
     LOAD_OPTIONS,
     OPTION_TYPES,
     format_parameters,
     merge_parameters,
-    parse_parameter,
     validate_options,
 )
-from modelgarden.store.modelfile import Modelfile, parse_modelfile, render_modelfile
+from modelgarden.store.modelfile import (
+    Modelfile,
+    parse_modelfile,
+    parse_parameter,
+    render_modelfile,
+)
 
 # --- parsing -----------------------------------------------------------------------------------
 

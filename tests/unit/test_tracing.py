@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from modelgarden.api.app import create_app
-from modelgarden.backends.base import Api, BackendRequest, BackendResponse
+from modelgarden.backends.base import Api, BackendRequest, BackendResponse, described
 from modelgarden.config import load_settings
 from modelgarden.errors import BackendUnavailable
 from modelgarden.gateway import Gateway
@@ -86,6 +86,12 @@ class FakeBackend:
 
     async def running(self) -> list[PsModel]:
         return []
+
+    def upstream_id(self, model: str) -> str:
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        return described(self, up=True, active=0, waiting=0, rejected=0)
 
     async def send(self, request: BackendRequest) -> BackendResponse:
         self.requests.append(request)

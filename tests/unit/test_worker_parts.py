@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from modelgarden.api.forward import WorkerLink
-from modelgarden.lifecycle.housekeeping import Housekeeping, Release
+from modelgarden.housekeeping import Housekeeping, Release
 from modelgarden.telemetry.record import RequestRecord
 from modelgarden.workers import RecordReader, RecordShipper, listen_socket, steer_to_workers
 

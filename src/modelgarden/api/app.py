@@ -23,7 +23,7 @@ from modelgarden.api import deploy, observe, passthrough, status
 from modelgarden.api import keys as key_routes
 from modelgarden.api.anthropic import routes as anthropic_routes
 from modelgarden.api.body import describe_first
-from modelgarden.api.errors import error_response, unexpected
+from modelgarden.api.errors import error_response, send_error, unexpected
 from modelgarden.api.families import family_of
 from modelgarden.api.forward import Forwarder, ForwardToPrimary, WorkerLink, replay
 from modelgarden.api.guard import Guard, is_loopback_bind
@@ -34,7 +34,7 @@ from modelgarden.api.streaming import Drain
 from modelgarden.config import Settings
 from modelgarden.errors import BadRequest, GardenError, NotFound
 from modelgarden.gateway import Gateway
-from modelgarden.lifecycle.housekeeping import Housekeeping
+from modelgarden.housekeeping import Housekeeping
 from modelgarden.security.auth import Auth
 from modelgarden.security.keys import KeyRing
 from modelgarden.security.shared import SharedLimits, SharedLimitsCollector
@@ -120,7 +120,7 @@ class FastPath:
         self.forward = forward
         exposed = not is_loopback_bind(settings.bind[0]) and not settings.insecure
         self.guard = Guard(
-            Auth(self._route, keys, exposed=exposed),
+            Auth(self._route, keys, send_error, exposed=exposed),
             bind_host=settings.bind[0],
             origins=settings.origin_list,
             max_body=settings.max_body_size,
@@ -193,7 +193,7 @@ def create_app(
     OTLP endpoint is set).
     """
     gw = gateway or Gateway(settings)
-    telemetry = Telemetry(settings, gw, tracing or Tracing.from_environment())
+    telemetry = Telemetry(settings, gw.describe, tracing or Tracing.from_environment())
     shared = (
         SharedLimits(settings.redis_url, lease_ttl=settings.shared_lease_ttl)
         if (settings.redis_url)

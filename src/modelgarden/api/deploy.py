@@ -39,7 +39,6 @@ from modelgarden.errors import BadRequest, ModelNotFound
 from modelgarden.gateway import Gateway, Route
 from modelgarden.resources import machine
 from modelgarden.store.names import ModelName
-from modelgarden.telemetry.state import describe
 from modelgarden.wire.ollama import ChatRequest, GenerateRequest
 from modelgarden.workers import Workers
 
@@ -233,7 +232,7 @@ async def status(request: Request) -> Response:
         "uptime": round(time.time() - gateway.started_at, 3),
         "models": models,
         "queue": {"waiting": local.scheduler.pending, "limit": local.scheduler.max_queue},
-        "backends": [describe(b) for b in gateway.backends],
+        "backends": gateway.describe(),
         "workers": _workers(request),
         "machine": here.to_dict(),
     }

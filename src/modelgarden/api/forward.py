@@ -12,20 +12,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from starlette.types import Message, Receive, Scope, Send
 
 from modelgarden.api.errors import send_error
 from modelgarden.api.streaming import ClientWatch
-from modelgarden.backends.base import Api, BackendRequest, BackendResponse
-from modelgarden.backends.http import HOP_BY_HOP, new_session
+from modelgarden.backends.base import Api, BackendRequest, BackendResponse, described
 from modelgarden.config import Settings
 from modelgarden.errors import BackendUnavailable, ModelNotFound
 from modelgarden.gateway import Gateway, Route, build_backends
-from modelgarden.lifecycle.housekeeping import Release
+from modelgarden.housekeeping import Release
 from modelgarden.store.names import normalize
 from modelgarden.store.store import ModelStore
+from modelgarden.upstream_http import HOP_BY_HOP, new_session
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
 from modelgarden.workers import RecordShipper
 
@@ -92,6 +93,13 @@ class PrimaryLocal:
 
     async def send(self, request: BackendRequest) -> BackendResponse:
         raise ForwardToPrimary
+
+    def upstream_id(self, model: str) -> str:
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        """Nothing known here: the primary's own ``/garden/backends`` has the runners."""
+        return described(self, up=True, active=0, waiting=0, rejected=0)
 
 
 class WorkerGateway(Gateway):

@@ -20,9 +20,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from modelgarden.backends.base import Forwarder
-from modelgarden.backends.http import HOP_BY_HOP
 from modelgarden.errors import BadRequest, NotFound
 from modelgarden.gateway import Gateway
+from modelgarden.upstream_http import HOP_BY_HOP
 
 router = APIRouter(tags=["passthrough"])
 

@@ -7,7 +7,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from modelgarden.gateway import Gateway
-from modelgarden.telemetry.state import describe
 
 router = APIRouter(tags=["garden"])
 
@@ -16,5 +15,5 @@ router = APIRouter(tags=["garden"])
 async def backends(request: Request) -> Response:
     """Backends in routing order, with replica health and load."""
     gateway: Gateway = request.app.state.gateway
-    body = {"backends": [describe(b) for b in gateway.backends]}
+    body = {"backends": gateway.describe()}
     return Response(orjson.dumps(body), media_type="application/json")

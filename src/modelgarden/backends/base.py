@@ -114,6 +114,20 @@ class Backend(Protocol):
     async def send(self, request: BackendRequest) -> BackendResponse:
         """Answer one inference request."""
 
+    def upstream_id(self, model: str) -> str:
+        """The id the backend's upstream knows a model it serves by (the name itself for a
+        store of our own); ``ModelNotFound`` for a model it does not serve."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the gateway knows about this backend now, read from memory without asking
+        it (``/garden/backends``, ``/ready``, ``/metrics``; never its keys or headers):
+        :func:`described` of it with at least ``up``, ``active``, ``waiting``, ``rejected``."""
+
+
+def described(backend: Backend, **state: Any) -> dict[str, Any]:
+    """A backend's description: its name, kind and API families, then ``state``."""
+    return {"name": backend.name, "kind": backend.kind, "apis": sorted(backend.apis), **state}
+
 
 @runtime_checkable
 class Forwarder(Protocol):

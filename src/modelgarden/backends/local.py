@@ -20,8 +20,7 @@ import aiohttp
 import orjson
 import structlog
 
-from modelgarden.backends.base import Api, BackendRequest, BackendResponse
-from modelgarden.backends.http import new_session
+from modelgarden.backends.base import Api, BackendRequest, BackendResponse, described
 from modelgarden.backends.local_views import (
     capabilities,
     fim_tokens,
@@ -40,12 +39,13 @@ from modelgarden.errors import BadRequest, UnsupportedCapability
 from modelgarden.lifecycle.memory import MemoryBudget, MemoryEstimate, estimate
 from modelgarden.lifecycle.process import LaunchSpec, RunnerProcess
 from modelgarden.lifecycle.scheduler import Lease, Scheduler
-from modelgarden.options import LOAD_OPTIONS, merge_parameters, validate_options
+from modelgarden.model_options import LOAD_OPTIONS, merge_parameters, validate_options
 from modelgarden.resources import offload_memory
 from modelgarden.store.default import seed_default_model
 from modelgarden.store.gguf import GGUFInfo
 from modelgarden.store.store import LocalModel, ModelStore
 from modelgarden.templates.thinking import think_value
+from modelgarden.upstream_http import new_session
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
 
 if TYPE_CHECKING:
@@ -142,6 +142,26 @@ class LocalBackend:
 
     async def running(self) -> list[PsModel]:
         return [ps_entry(m) for m in self.scheduler.loaded()]
+
+    def upstream_id(self, model: str) -> str:
+        return model  # the store's own name
+
+    def describe(self) -> dict[str, Any]:
+        """The loaded models with their runners and load, the scheduler's queue counts."""
+        scheduler = self.scheduler
+        models = scheduler.loaded()
+        return described(
+            self,
+            up=True,
+            loaded=len(models),
+            models=[
+                {"name": m.name, "size": m.size, "active": m.active, "runners": len(m.runners)}
+                for m in models
+            ],
+            active=sum(m.active for m in models),
+            waiting=scheduler.pending,
+            rejected=scheduler.rejected,
+        )
 
     async def delete(self, name: str) -> None:
         """Remove an installed model (unloading it first when idle) and its unshared blobs."""

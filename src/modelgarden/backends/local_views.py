@@ -8,7 +8,7 @@ from typing import Any
 
 from modelgarden.errors import BadRequest
 from modelgarden.lifecycle.scheduler import LoadedModel
-from modelgarden.options import format_parameters
+from modelgarden.model_options import format_parameters
 from modelgarden.store.gguf import GGUFInfo
 from modelgarden.store.modelfile import render_modelfile
 from modelgarden.store.store import LocalModel

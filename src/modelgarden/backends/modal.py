@@ -36,12 +36,12 @@ from typing import Any, Protocol
 import orjson
 
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
-from modelgarden.backends.config import BackendConfig
-from modelgarden.backends.http import status_error
 from modelgarden.backends.remote import RemoteBackend, Replica, send_relaxed
+from modelgarden.breaker import CircuitBreaker
+from modelgarden.config.backends import BackendConfig
 from modelgarden.errors import BackendUnavailable, GardenError, Overloaded, UpstreamTimeout
 from modelgarden.lifecycle.process import RunnerState
-from modelgarden.resilience import CircuitBreaker
+from modelgarden.upstream_http import status_error
 from modelgarden.wire.ollama import ListModel
 
 #: What a wake-up asks: cheap, and answered only once the container's server is up.
@@ -108,8 +108,8 @@ class ModalBackend(RemoteBackend):
     kind = "modal"
     apis = frozenset({Api.OLLAMA, Api.OPENAI})
 
-    def __init__(self, config: BackendConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: BackendConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(config, clock)
         #: The seam: URL -> handle. Swapped in tests for one backed by ``.local()``.
         self.connect: Callable[[str], ModalCalls] = connect
         self.replicas = []
@@ -117,12 +117,7 @@ class ModalBackend(RemoteBackend):
     async def start(self) -> None:
         """Make the handles (no call goes out: nothing wakes) and read the catalogue."""
         self.replicas = [
-            ModalReplica(
-                url,
-                CircuitBreaker(self.config.breaker_failures, self.config.breaker_cooldown),
-                self.connect(url),
-            )
-            for url in self.config.urls
+            ModalReplica(url, self.breaker(), self.connect(url)) for url in self.config.urls
         ]
         await self.refresh()
 
@@ -349,7 +344,11 @@ class ModalBackend(RemoteBackend):
                 f"backend '{self.name}' stopped answering mid-response: {exc}"
             ) from None
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> dict[str, Any]:
+        """A remote backend's description, with each replica's :meth:`lifecycle`."""
+        return {**super().describe(), "lifecycle": self.lifecycle()}
+
+    def lifecycle(self) -> list[dict[str, Any]]:
         """Each replica's lifecycle state, for ``/garden/backends``."""
         return [
             {"url": r.url, "state": self.state(r).value, "waiting": r.waiting, "wakes": r.wakes}

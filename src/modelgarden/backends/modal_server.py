@@ -36,9 +36,9 @@ from typing import Any
 
 import httpx
 
-from modelgarden.backends.http import HOP_BY_HOP
 from modelgarden.errors import InvalidModelName
 from modelgarden.store.names import normalize
+from modelgarden.upstream_http import HOP_BY_HOP
 
 #: The Ollama server's own default port; the container has nothing else listening.
 DEFAULT_PORT = 11434

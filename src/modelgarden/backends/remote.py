@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -25,9 +26,9 @@ import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from modelgarden.backends.base import Api, BackendRequest, BackendResponse
-from modelgarden.backends.config import BackendConfig
-from modelgarden.backends.http import iter_body, new_session, status_error
+from modelgarden.backends.base import Api, BackendRequest, BackendResponse, described
+from modelgarden.breaker import BreakerState, CircuitBreaker
+from modelgarden.config.backends import BackendConfig
 from modelgarden.errors import (
     BackendUnavailable,
     BadRequest,
@@ -35,8 +36,9 @@ from modelgarden.errors import (
     InvalidModelName,
     ModelNotFound,
 )
-from modelgarden.resilience import CircuitBreaker, Limiter, backoff
+from modelgarden.resilience import Limiter, backoff
 from modelgarden.store.names import ModelName
+from modelgarden.upstream_http import iter_body, new_session, status_error
 from modelgarden.wire.ollama import ListModel, ModelDetails, PsModel, ShowResponse
 
 if TYPE_CHECKING:
@@ -92,15 +94,14 @@ class RemoteBackend:
     #: What its models can do, when the upstream does not say.
     capabilities: tuple[str, ...] = ("completion", "tools")
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: BackendConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = config.name
         self.config = config
         if config.apis:
             self.apis = frozenset(Api(a) for a in config.apis)
-        self.replicas = [
-            Replica(url, CircuitBreaker(config.breaker_failures, config.breaker_cooldown))
-            for url in config.urls
-        ]
+        #: What the breakers read the time from (monotonic seconds; a fake one in tests).
+        self.clock = clock
+        self.replicas = [Replica(url, self.breaker()) for url in config.urls]
         self.limiter = Limiter(config.max_concurrency, config.max_queue)
         self._ids: dict[str, str] = {}
         self._entries: dict[str, ListModel] = {}
@@ -109,6 +110,12 @@ class RemoteBackend:
         #: Built once: the upstream headers, and each endpoint's parsed URL per replica.
         self._headers: CIMultiDictProxy[str] | None = None
         self._urls: dict[tuple[str, Api, str], URL] = {}
+
+    def breaker(self) -> CircuitBreaker:
+        """A new replica's circuit breaker, as configured."""
+        return CircuitBreaker(
+            self.config.breaker_failures, self.config.breaker_cooldown, self.clock
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -223,6 +230,28 @@ class RemoteBackend:
     async def list_models(self) -> list[ListModel]:
         return list(self._entries.values())
 
+    def describe(self) -> dict[str, Any]:
+        """Each replica with its breaker and load, the limiter's counts; ``up`` while some
+        replica's breaker is not open."""
+        replicas = [
+            {
+                "url": r.url,
+                "breaker": str(r.breaker.state()),
+                "healthy": r.healthy,
+                "consecutive_failures": r.breaker.failures,
+                "outstanding": r.outstanding,
+            }
+            for r in self.replicas
+        ]
+        return described(
+            self,
+            replicas=replicas,
+            up=any(r["breaker"] != "open" for r in replicas),
+            active=self.limiter.active,
+            waiting=self.limiter.waiting,
+            rejected=self.limiter.rejected,
+        )
+
     async def has_model(self, model: str) -> bool:
         name = display_name(model)
         return name is not None and name in self._ids
@@ -266,8 +295,10 @@ class RemoteBackend:
         return url
 
     def _order(self) -> list[Replica]:
-        """Least outstanding requests first; replicas whose breaker is open go last."""
-        return sorted(self.replicas, key=lambda r: (r.breaker.state == "open", r.outstanding))
+        """Least outstanding requests first; replicas whose breaker is not closed go last
+        (open, or half-open: they take a call only when no closed one is there)."""
+        closed = BreakerState.CLOSED
+        return sorted(self.replicas, key=lambda r: (r.breaker.state() != closed, r.outstanding))
 
     async def request(
         self,

@@ -20,7 +20,7 @@ import orjson
 from pydantic import BaseModel
 
 from modelgarden.client.errors import ResponseError, StreamError, for_status
-from modelgarden.config import DEFAULT_HOST, DEFAULT_PORT, parse_host
+from modelgarden.hosts import DEFAULT_HOST, DEFAULT_PORT, parse_host
 
 M = TypeVar("M", bound=BaseModel)
 

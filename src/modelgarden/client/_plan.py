@@ -87,8 +87,8 @@ class ClientCore:
         self.hosts = tuple(hosts)
         self.options = options
         self.on_call = on_call
-        self.breakers = BreakerBoard(options.breaker)
         self.clock = clock
+        self.breakers = BreakerBoard(options.breaker, clock)
         self.wall = wall
         self.rng = rng or random.Random()
 
@@ -102,7 +102,7 @@ class ClientCore:
 
     def breaker_states(self) -> dict[tuple[str, str], BreakerState]:
         """Every endpoint's breaker state now, keyed by (base URL, path)."""
-        return self.breakers.snapshot(self.clock())
+        return self.breakers.snapshot()
 
     def health(
         self, base_url: str, started: float, status: int | None, error: BaseException | None
@@ -190,7 +190,7 @@ class CallPlan:
                 self._start_pass()
             while self._pending:
                 base_url = self._pending.popleft()
-                if self.core.breakers.allow(base_url, self.call.path, self.core.clock()):
+                if self.core.breakers.allow(base_url, self.call.path):
                     self._tried.append(base_url)
                     self._in_pass += 1
                     self.base_url = base_url
@@ -203,8 +203,7 @@ class CallPlan:
         """Begin a pass over the usable base URLs (the first, or a retry after a pause)."""
         if self._passes > self.policy.max_retries:
             raise self._give_up(self._last_error or Unavailable("no attempt left"))
-        now = self.core.clock()
-        order = failover_order(self.core.hosts, self.core.breakers, self.call.path, now)
+        order = failover_order(self.core.hosts, self.core.breakers, self.call.path)
         if not order.usable:
             raise self._give_up(self._last_error or self._circuit_open(order.skipped))
         self._pass_delay = self._pause(self._passes - 1) if self._passes else 0.0
@@ -218,7 +217,7 @@ class CallPlan:
         return min((backoff if want is None else want for want in self._wants), default=backoff)
 
     def _circuit_open(self, skipped: Sequence[str]) -> CircuitOpen:
-        retry_in = self.core.breakers.retry_in(skipped, self.call.path, self.core.clock())
+        retry_in = self.core.breakers.retry_in(skipped, self.call.path)
         where = ", ".join(url + self.call.path for url in skipped)
         return CircuitOpen(
             f"circuit open for {where}: failing fast, next probe in {retry_in:.1f}s", retry_in
@@ -228,7 +227,7 @@ class CallPlan:
 
     def transport_failed(self, attempt: Attempt, exc: httpx.TransportError) -> None:
         """A transport error: count it; return to retry, or raise the typed error."""
-        self.core.breakers.failure(attempt.base_url, self.call.path, self.core.clock())
+        self.core.breakers.failure(attempt.base_url, self.call.path)
         error: ClientError
         if self.delivered:
             error = StreamInterrupted(f"connection to {attempt.base_url} broke mid-stream: {exc}")
@@ -253,7 +252,7 @@ class CallPlan:
         error = error_for(status, body, None)
         error.retry_after = parse_retry_after(retry_after, self.core.wall())
         if counts_as_failure(status):
-            self.core.breakers.failure(attempt.base_url, path, self.core.clock())
+            self.core.breakers.failure(attempt.base_url, path)
         else:
             self.core.breakers.success(attempt.base_url, path)
         self._last_error = error
@@ -269,7 +268,7 @@ class CallPlan:
             parsed = parse_sse_line(line, model) if self.call.sse else parse_line(line, model)
         except StreamError as error:
             if self.base_url is not None:
-                self.core.breakers.failure(self.base_url, self.call.path, self.core.clock())
+                self.core.breakers.failure(self.base_url, self.call.path)
             raise self._give_up(error) from None
         except (orjson.JSONDecodeError, ValidationError) as exc:
             raise self._give_up(self._invalid(exc)) from None

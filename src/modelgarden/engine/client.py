@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from modelgarden.backends.http import error_message
 from modelgarden.errors import BadRequest, GardenError, RunnerFailed
+from modelgarden.upstream_http import error_message
 
 JSON = {"content-type": "application/json"}
 

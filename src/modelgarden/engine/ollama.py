@@ -21,7 +21,7 @@ from modelgarden.engine.client import EngineClient, EngineProps
 from modelgarden.engine.records import RecordStream, Tools
 from modelgarden.engine.request import completion_body, decode_images
 from modelgarden.errors import BadRequest, UnsupportedCapability
-from modelgarden.options import validate_options
+from modelgarden.model_options import validate_options
 from modelgarden.templates.prompt import PromptBuilder, go_template
 from modelgarden.templates.thinking import ThinkingParser, think_value
 from modelgarden.templates.tools import TOOL_CALL_OPEN, forced_call_schema

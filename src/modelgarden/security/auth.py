@@ -26,15 +26,18 @@ an upstream.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelgarden.api.errors import send_error
 from modelgarden.errors import Forbidden, GardenError, Unauthorized
 from modelgarden.security.keys import RECOVER, Key, KeyRing
 
 Need = Literal["public", "user", "admin"]
+#: How a refusal is answered: the edge renders it in the request's API shape
+#: (:func:`modelgarden.api.errors.send_error`); this layer only decides.
+Reject = Callable[[Scope, Receive, Send, GardenError], Awaitable[None]]
 M = TypeVar("M")
 #: Where the request's key is put in the ASGI scope for the routes below.
 KEY = "garden.key"
@@ -86,8 +89,11 @@ def secret_of(headers: list[tuple[bytes, bytes]]) -> str | None:
 class Auth:
     """Owns the decision to let a request in; wraps the routes with the :class:`KeyRing`."""
 
-    def __init__(self, app: ASGIApp, keys: KeyRing, *, exposed: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, keys: KeyRing, reject: Reject, *, exposed: bool = False
+    ) -> None:
         self.app = app
+        self.reject = reject
         self.keys = keys
         #: Listening beyond loopback without ``--insecure``: never open without keys.
         self.exposed = exposed
@@ -106,12 +112,12 @@ class Auth:
                 "machine (garden keys create --local --name admin --scope admin), or restart "
                 "it with --insecure"
             )
-            await send_error(scope, receive, send, exc)
+            await self.reject(scope, receive, send, exc)
             return
         try:
             key = self._check(scope, need)
         except GardenError as exc:
-            await send_error(scope, receive, send, exc)
+            await self.reject(scope, receive, send, exc)
             return
         scope[KEY] = key
         if scope["path"] not in INFERENCE:
@@ -120,7 +126,7 @@ class Auth:
         try:
             lease = await self.keys.admit(key)
         except GardenError as exc:
-            await send_error(scope, receive, send, exc)
+            await self.reject(scope, receive, send, exc)
             return
         key.active += 1  # concurrent requests: held until the answer's last byte is sent
         try:

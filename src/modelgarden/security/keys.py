@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -218,6 +218,17 @@ def expiry(text: str | None) -> float | None:
     return when.timestamp()
 
 
+class DatabaseOwner(Protocol):
+    """What opens the database the keys live in (the telemetry does): the database once
+    open, and an event set then."""
+
+    @property
+    def db(self) -> Database | None: ...
+
+    @property
+    def connected(self) -> asyncio.Event: ...
+
+
 class KeyRing:
     """Owns the keys in memory (by hash), their limits, and their table in the database."""
 
@@ -303,15 +314,17 @@ class KeyRing:
         if record.key_id is not None:
             self.spend(record.key_id, (record.prompt_tokens or 0) + (record.completion_tokens or 0))
 
-    async def attach(self, telemetry: Any) -> None:
-        """Start on the telemetry's database, now or, if it is not reachable yet, once it is."""
-        if telemetry.db is not None:
-            await self.start(telemetry.db)
+    async def attach(self, owner: DatabaseOwner) -> None:
+        """Start on the database ``owner`` opens (the telemetry's), now or, if it is not
+        reachable yet, once it is."""
+        if owner.db is not None:
+            await self.start(owner.db)
             return
 
         async def later() -> None:
-            await telemetry.connected.wait()
-            await self.start(telemetry.db)
+            await owner.connected.wait()
+            assert owner.db is not None
+            await self.start(owner.db)
 
         self._task = asyncio.create_task(later())
 

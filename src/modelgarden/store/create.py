@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelgarden.errors import BadRequest
-from modelgarden.options import merge_parameters, validate_options
+from modelgarden.model_options import merge_parameters, validate_options
 from modelgarden.store.gguf import GGUFInfo
 from modelgarden.store.names import ModelName
 from modelgarden.store.store import (

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelgarden.errors import BadRequest
-from modelgarden.options import format_parameters, parse_parameter
+from modelgarden.model_options import OPTION_TYPES, format_parameters
 
 _ROLES = {"system", "user", "assistant", "tool"}
 
@@ -54,6 +54,27 @@ def unquote(raw: str) -> str:
             return raw[1:-1]
         return value if isinstance(value, str) else raw[1:-1]
     return raw
+
+
+def parse_parameter(key: str, text: str) -> Any:
+    """Parse one Modelfile ``PARAMETER key value`` into its typed value."""
+    kind = OPTION_TYPES.get(key)
+    if kind is None:
+        raise BadRequest(f"unknown parameter '{key}'")
+    text = unquote(text.strip())
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            lowered = text.lower()
+            if lowered not in {"true", "false", "1", "0"}:
+                raise ValueError(text)
+            return lowered in {"true", "1"}
+    except ValueError:
+        raise BadRequest(f"invalid {kind} value {text!r} for parameter '{key}'") from None
+    return [text] if kind == "list" else text
 
 
 def _read_value(text: str, pos: int) -> tuple[str, int]:

@@ -21,12 +21,10 @@ from starlette.types import Scope
 
 from modelgarden.config import Settings
 from modelgarden.db import Database, DatabaseError, connect, redact
-from modelgarden.gateway import Gateway
 from modelgarden.telemetry.logging import request_line
 from modelgarden.telemetry.metrics import Metrics, state_metrics
 from modelgarden.telemetry.record import Meter, RequestRecord, request_id_of
 from modelgarden.telemetry.series import Series
-from modelgarden.telemetry.state import describe
 from modelgarden.telemetry.tracing import Tracing
 from modelgarden.telemetry.usage import UsageWriter
 
@@ -43,12 +41,16 @@ class Telemetry:
     writer and the process's tracing (when on)."""
 
     def __init__(
-        self, settings: Settings, gateway: Gateway, tracing: Tracing | None = None
+        self,
+        settings: Settings,
+        backends: Callable[[], list[dict[str, Any]]],
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         #: Spans for each inference request (``None``: tracing is off; telemetry/tracing.py).
         self.tracing = tracing
-        self.gateway = gateway
+        #: Each backend's description, read at scrape time (``Gateway.describe``).
+        self.backends = backends
         self.log_prompts = settings.log_prompts
         self.usage = UsageWriter()
         self.metrics = Metrics(self._state)
@@ -158,10 +160,6 @@ class Telemetry:
             hook(r)
 
     # -- state -------------------------------------------------------------------------------
-
-    def backends(self) -> list[dict[str, Any]]:
-        """Each backend's state, from memory."""
-        return [describe(b) for b in self.gateway.backends]
 
     def usage_state(self) -> dict[str, Any]:
         """The usage writer's counters and the database's state."""

@@ -7,7 +7,7 @@ full garbage collection (cycles left by finished requests, CPython's free lists)
 glibc to return the free pages of its heaps to the system (``malloc_trim``; glibc returns
 only the top of its main heap by itself). It does so once when the gateway goes quiet and
 once more when the upstream pools have closed the idle keep-alive connections the burst
-left (see :data:`~modelgarden.backends.http.KEEPALIVE`), then not again until requests
+left (see :data:`~modelgarden.upstream_http.KEEPALIVE`), then not again until requests
 have come and gone.
 
 What no clean-up can return: CPython's object allocator gives a 1 MiB arena back to the
@@ -35,7 +35,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from modelgarden.backends.http import KEEPALIVE
+from modelgarden.upstream_http import KEEPALIVE
 
 log = structlog.get_logger(__name__)
 

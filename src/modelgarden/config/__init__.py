@@ -36,12 +36,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from modelgarden.backends.config import BackendConfig
+from modelgarden.config.backends import BackendConfig
 from modelgarden.db import check_url, redact
 from modelgarden.durations import parse_keep_alive
+from modelgarden.hosts import DEFAULT_HOST, DEFAULT_PORT, parse_host
 
-DEFAULT_PORT = 11434
-DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MODEL = "smollm2:135m"
 
 _toml_file: ContextVar[Path | None] = ContextVar("garden_toml_file", default=None)
@@ -136,32 +135,6 @@ class _EnvFileSource(EnvSettingsSource):
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
-
-
-def parse_host(value: str) -> tuple[str, int]:
-    """Parse ``OLLAMA_HOST``-style addresses: ``host``, ``host:port``, ``:port``, URLs."""
-    text = value.strip()
-    for scheme in ("http://", "https://"):
-        if text.startswith(scheme):
-            text = text[len(scheme) :]
-    text = text.split("/", 1)[0]
-    if not text:
-        return DEFAULT_HOST, DEFAULT_PORT
-    host, port_text = text, ""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"unclosed '[' in host {value!r}")
-        host, rest = text[1:end], text[end + 1 :]
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port_text = text.split(":", 1)
-    host = host or DEFAULT_HOST
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port must be a number from 1 to 65535, got {port_text!r}")
-    return host, int(port_text)
 
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
@@ -266,7 +239,7 @@ class Settings(BaseSettings):
     )
     backends: list[BackendConfig] = Field(
         default_factory=list,
-        description="[[backends]] tables of garden.toml (see backends/config.py).",
+        description="[[backends]] tables of garden.toml (see config/backends.py).",
     )
     fallbacks: dict[str, list[str]] = Field(
         default_factory=dict, description="model -> models to try when its backend is down or full"

@@ -116,29 +116,6 @@ def validate_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def parse_parameter(key: str, text: str) -> Any:
-    """Parse one Modelfile ``PARAMETER key value`` into its typed value."""
-    from modelgarden.store.modelfile import unquote
-
-    kind = OPTION_TYPES.get(key)
-    if kind is None:
-        raise BadRequest(f"unknown parameter '{key}'")
-    text = unquote(text.strip())
-    try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "bool":
-            lowered = text.lower()
-            if lowered not in {"true", "false", "1", "0"}:
-                raise ValueError(text)
-            return lowered in {"true", "1"}
-    except ValueError:
-        raise BadRequest(f"invalid {kind} value {text!r} for parameter '{key}'") from None
-    return [text] if kind == "list" else text
-
-
 def merge_parameters(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """Model defaults overlaid by request options (a request's ``stop`` replaces the model's)."""
     merged = dict(base)
