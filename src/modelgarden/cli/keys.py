@@ -21,7 +21,7 @@ from urllib.parse import quote
 import click
 from pydantic import BaseModel, ConfigDict
 
-from modelgarden.cli import _client, handles_errors, table
+from modelgarden.cli.common import handles_errors, open_client, table
 
 _LOCAL = click.option(
     "--local",
@@ -113,7 +113,7 @@ def create(
             return
         created = KeyInfo(**made)
     else:
-        with _client() as client:
+        with open_client() as client:
             call = Call("POST", "/garden/keys", body, name="keys")
             created = client._call(call, KeyInfo, None)
     if not from_env:  # an operator's own secret is not printed back
@@ -131,7 +131,7 @@ def list_keys() -> None:
     """List keys (never their secrets)."""
     from modelgarden.client._base import Call
 
-    with _client() as client:
+    with open_client() as client:
         found = client._call(Call("GET", "/garden/keys", name="keys"), KeyList, None)
     rows = [["ID", "NAME", "SCOPE", "MODELS", "STATE", "EXPIRES", "LIMITS"]]
     for k in found.keys:
@@ -233,7 +233,7 @@ def revoke(key: str) -> None:
     """Revoke a key by id or name."""
     from modelgarden.client._base import Call
 
-    with _client() as client:
+    with open_client() as client:
         path = f"/garden/keys/{quote(key, safe='')}"
         gone = client._call(Call("DELETE", path, name="keys"), KeyInfo, None)
     click.echo(f"Revoked key {gone.id} ({gone.name})", err=True)

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import click
 from pydantic import BaseModel
 
-from modelgarden.cli import _client, _fail, handles_errors, table
+from modelgarden.cli.common import fail, handles_errors, open_client, table
 
 #: Exit status of ``garden bench`` when a figure regressed beyond the threshold.
 REGRESSION_EXIT = 3
@@ -49,7 +49,7 @@ def usage(since: str, until: str | None, by: str, as_json: bool) -> None:
     from modelgarden.client._base import Call
 
     params = {"since": since, "by": by} | ({"until": until} if until else {})
-    with _client() as client:
+    with open_client() as client:
         call = Call("GET", f"/garden/usage?{urlencode(params)}", name="usage")
         result = client._call(call, UsageSummary, None)
     if as_json:
@@ -112,14 +112,14 @@ def bench(
     try:
         before = json.loads(baseline.read_text()) if baseline is not None else None
     except (OSError, ValueError) as exc:
-        _fail(f"cannot read baseline {baseline}: {exc}")
-    with _client() as client:
+        fail(f"cannot read baseline {baseline}: {exc}")
+    with open_client() as client:
         url = client.base_url
     try:
         result = asyncio.run(measure(url, model, levels, requests, tokens, prompt or PROMPT))
         changes = compare(result, before, threshold) if before is not None else []
     except BenchError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     table(bench_table(result))
     if output is not None:
         output.write_text(json.dumps({**result, "comparison": changes}, indent=2) + "\n")

@@ -1,0 +1,5 @@
+"""``python -m modelgarden.cli`` runs the ``garden`` command."""
+
+from modelgarden.cli.main import main
+
+main()
