@@ -16,8 +16,8 @@ import uvicorn
 
 from modelgarden.api.app import create_app
 from modelgarden.api.connection import GuardedProtocol, limits_of
-from modelgarden.api.forward import WorkerGateway, WorkerLink
 from modelgarden.api.guard import is_loopback_bind
+from modelgarden.api.state import ProcessRole
 from modelgarden.api.streaming import Drain
 from modelgarden.config import ConfigError, Settings
 from modelgarden.db import DatabaseError
@@ -27,6 +27,8 @@ from modelgarden.telemetry.logging import configure_logging
 from modelgarden.workers import (
     ENV_PRIMARY,
     ENV_RECORDS_FD,
+    WorkerGateway,
+    WorkerLink,
     Workers,
     listen_socket,
     steer_to_workers,
@@ -52,14 +54,12 @@ def serve(
     check_exposure(settings)
     host, port = settings.bind
     workers: Workers | None = None
+    role: ProcessRole | None = None
     if primary := os.environ.get(ENV_PRIMARY):
-        link = WorkerLink(primary, int(os.environ[ENV_RECORDS_FD]), settings.worker_recycle)
-        app = create_app(settings, WorkerGateway(settings), worker=link)
+        role = WorkerLink(primary, int(os.environ[ENV_RECORDS_FD]), settings.worker_recycle)
+        app = create_app(settings, WorkerGateway(settings), role=role)
         sockets = [listen_socket(host, port, shared=True, first=False)]
     else:
-        gateway = Gateway(settings)
-        app = create_app(settings, gateway)
-        atexit.register(gateway.local.scheduler.kill_all)
         shared = settings.workers > 1
         sockets = [listen_socket(host, port, shared=shared)]
         if shared:
@@ -67,9 +67,10 @@ def serve(
             private = listen_socket("127.0.0.1", 0, shared=False)
             sockets.append(private)
             url = f"http://127.0.0.1:{private.getsockname()[1]}"
-            account = app.state.telemetry.account
-            workers = Workers(settings, settings.workers, url, account, config_file, env_file)
-            app.state.workers = workers
+            role = workers = Workers(settings, settings.workers, url, config_file, env_file)
+        gateway = Gateway(settings)
+        app = create_app(settings, gateway, role=role)
+        atexit.register(gateway.local.scheduler.kill_all)
         log.info(
             "modelgarden listening",
             address=f"http://{host}:{port}",
@@ -92,7 +93,7 @@ def serve(
         server_header=False,
     )
     server = _Server(config, app.state.drain, settings.shutdown_grace, workers)
-    if primary:  # the primary replaces this worker with SIGUSR1 (see workers.py)
+    if primary:  # the primary replaces this worker with SIGUSR1 (see modelgarden.workers)
         signal.signal(signal.SIGUSR1, server.retire)
     server.run(sockets=sockets)
 

@@ -10,10 +10,15 @@ import socket
 from collections import Counter
 from typing import Any
 
-from modelgarden.api.forward import WorkerLink
 from modelgarden.housekeeping import Housekeeping, Release
 from modelgarden.telemetry.record import RequestRecord
-from modelgarden.workers import RecordReader, RecordShipper, listen_socket, steer_to_workers
+from modelgarden.workers import (
+    RecordReader,
+    RecordShipper,
+    WorkerLink,
+    listen_socket,
+    steer_to_workers,
+)
 
 MiB = 1 << 20
 

@@ -25,11 +25,19 @@ from modelgarden.api.anthropic import routes as anthropic_routes
 from modelgarden.api.body import describe_first
 from modelgarden.api.errors import error_response, send_error, unexpected
 from modelgarden.api.families import family_of
-from modelgarden.api.forward import Forwarder, ForwardToPrimary, WorkerLink, replay
 from modelgarden.api.guard import Guard, is_loopback_bind
 from modelgarden.api.ollama import inference, models, transfer
 from modelgarden.api.openai import routes as openai_routes
 from modelgarden.api.openapi import install_schemas
+from modelgarden.api.state import (
+    STATE_KEY,
+    AppState,
+    Forward,
+    ForwardToPrimary,
+    ProcessRole,
+    app_state,
+    replay,
+)
 from modelgarden.api.streaming import Drain
 from modelgarden.config import Settings
 from modelgarden.errors import BadRequest, GardenError, NotFound
@@ -41,7 +49,6 @@ from modelgarden.security.shared import SharedLimits, SharedLimitsCollector
 from modelgarden.telemetry import Telemetry
 from modelgarden.telemetry.service import METER_KEY, START_KEY
 from modelgarden.telemetry.tracing import Tracing
-from modelgarden.workers import Workers
 
 #: Seconds beyond the grace period that stopping workers get before they are killed.
 WORKER_STOP_SLACK = 10.0
@@ -52,7 +59,7 @@ def _render(request: Request, exc: GardenError) -> Response:
     response = error_response(path, exc)
     scope = request.scope
     if METER_KEY in scope or START_KEY in scope:  # an inference request: account for it
-        meter = request.app.state.telemetry.meter(scope)
+        meter = app_state(request).telemetry.meter(scope)
         if not meter.api:  # refused before dispatch (a bad body)
             meter.api, meter.endpoint = family_of(path), path
         response.raw_headers.extend(meter.headers())
@@ -111,11 +118,13 @@ class FastPath:
         hot: dict[str, Endpoint],
         settings: Settings,
         keys: KeyRing,
-        forward: Forwarder | None = None,
+        garden: AppState,
+        forward: Forward | None = None,
     ) -> None:
         self.full = full
         self.hot = hot
         self.keys = keys
+        self.garden = garden
         #: In a relay worker: where every request it does not answer itself goes.
         self.forward = forward
         exposed = not is_loopback_bind(settings.bind[0]) and not settings.insecure
@@ -127,9 +136,9 @@ class FastPath:
         )
 
     @property
-    def state(self) -> Any:
-        """The shared application state (``gateway``, ``settings``)."""
-        return self.full.state
+    def state(self) -> AppState:
+        """The application state (``gateway``, ``settings``, ``telemetry``, ...)."""
+        return self.garden
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document."""
@@ -184,13 +193,15 @@ HOT_ROUTES: dict[str, Endpoint] = {
 def create_app(
     settings: Settings,
     gateway: Gateway | None = None,
-    worker: WorkerLink | None = None,
+    role: ProcessRole | None = None,
     tracing: Tracing | None = None,
 ) -> FastPath:
-    """Build the gateway's ASGI app (``worker``: a relay worker's, see ``workers.py``).
+    """Build the gateway's ASGI app.
 
-    ``tracing``: where spans go; by default as the ``OTEL_*`` variables say (off unless an
-    OTLP endpoint is set).
+    ``role``: this process's part when the gateway runs as several (``garden serve
+    --workers N``: the primary's relay workers, or a relay worker's link to its primary;
+    see :mod:`modelgarden.workers`), started and stopped with the app. ``tracing``: where
+    spans go; by default as the ``OTEL_*`` variables say (off unless an OTLP endpoint is set).
     """
     gw = gateway or Gateway(settings)
     telemetry = Telemetry(settings, gw.describe, tracing or Tracing.from_environment())
@@ -203,8 +214,7 @@ def create_app(
     if shared is not None:
         telemetry.metrics.registry.register(SharedLimitsCollector(shared))
     telemetry.hooks.append(keys.spend_record)
-    if worker is not None:
-        telemetry.ship = worker.shipper.put
+    state = AppState(settings, gw, telemetry, keys, Drain(), role)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -213,28 +223,21 @@ def create_app(
         await keys.attach(telemetry)
         if shared is not None:
             await shared.start()
-        workers: Workers | None = app.state.workers
-        if worker is not None:
-            await worker.start()
-        if workers is not None:
-            await workers.start()
+        if role is not None:
+            await role.start(telemetry)
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's way (full collections otherwise dominate tail latency under load).
         gc.collect()
         gc.freeze()
-        housekeeping = Housekeeping(app.state.drain.watches, telemetry.metrics.registry).start()
+        housekeeping = Housekeeping(state.drain.watches, telemetry.metrics.registry).start()
         telemetry.hooks.append(housekeeping.served)
-        if worker is not None:
-            link = worker
-            housekeeping.settled = lambda done: link.settled(done, housekeeping.start_rss)
-            worker.ready()
+        if role is not None:
+            role.serving(housekeeping)
         try:
             yield
         finally:
-            if workers is not None:  # first: their last records are accounted for here
-                await workers.stop(settings.shutdown_grace + WORKER_STOP_SLACK)
-            if worker is not None:
-                await worker.close()
+            if role is not None:  # first: the workers' last records are accounted for here
+                await role.stop(settings.shutdown_grace + WORKER_STOP_SLACK)
             await gw.close()
             await keys.close()
             if shared is not None:
@@ -250,28 +253,28 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.gateway = gw
-    app.state.settings = settings
-    app.state.telemetry = telemetry
-    app.state.keys = keys
-    app.state.drain = Drain()
-    #: The primary's relay workers (set by the server when it starts some).
-    app.state.workers = None
+    setattr(app.state, STATE_KEY, state)
     app.add_exception_handler(GardenError, _garden_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.include_router(models.router)
-    app.include_router(inference.router)
-    app.include_router(transfer.router)
-    app.include_router(openai_routes.router)
-    app.include_router(anthropic_routes.router)
-    app.include_router(passthrough.router)
-    app.include_router(status.router)
-    app.include_router(observe.router)
-    app.include_router(deploy.router)
-    app.include_router(key_routes.router)
+    for router in ROUTERS:
+        app.include_router(router)
     console.mount(app)
     install_schemas(app)
-    forward = worker.forwarder if worker is not None else None
-    return FastPath(app, HOT_ROUTES, settings, keys, forward)
+    forward = role.forward if role is not None else None
+    return FastPath(app, HOT_ROUTES, settings, keys, state, forward)
+
+
+ROUTERS = (
+    models.router,
+    inference.router,
+    transfer.router,
+    openai_routes.router,
+    anthropic_routes.router,
+    passthrough.router,
+    status.router,
+    observe.router,
+    deploy.router,
+    key_routes.router,
+)

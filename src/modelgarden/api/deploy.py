@@ -15,14 +15,12 @@ an OpenAI-style upstream has nothing to load, and its models are reported as ava
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
-import psutil
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
@@ -33,6 +31,7 @@ from modelgarden.api.dispatch import dispatch
 from modelgarden.api.ollama.inference import incoming, keep_alive_of
 from modelgarden.api.ollama.transfer import progress_response, puller
 from modelgarden.api.openapi import body_schema
+from modelgarden.api.state import app_state
 from modelgarden.backends.base import Api, BackendRequest
 from modelgarden.backends.local import LocalBackend
 from modelgarden.errors import BadRequest, ModelNotFound
@@ -40,7 +39,6 @@ from modelgarden.gateway import Gateway, Route
 from modelgarden.resources import machine
 from modelgarden.store.names import ModelName
 from modelgarden.wire.ollama import ChatRequest, GenerateRequest
-from modelgarden.workers import Workers
 
 router = APIRouter(tags=["deploy"])
 JSON = "application/json"
@@ -100,8 +98,7 @@ def _example(example: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
 
 
 def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+    return app_state(request).gateway
 
 
 async def _empty_generate(route: Route, keep_alive: float, raw_keep_alive: Any) -> None:
@@ -240,19 +237,9 @@ async def status(request: Request) -> Response:
 
 
 def _workers(request: Request) -> list[dict[str, object]]:
-    """This primary's relay worker processes (``garden serve --workers N``)."""
-    workers: Workers | None = request.app.state.workers
-    if workers is None:
-        return []
-    out: list[dict[str, object]] = []
-    for index, proc in sorted(workers.procs.items()):
-        rss = None
-        if proc.returncode is None:
-            with contextlib.suppress(psutil.Error):
-                rss = psutil.Process(proc.pid).memory_info().rss
-        out.append({"index": index, "pid": proc.pid, "running": proc.returncode is None,
-                    "rss": rss, "replaced": workers.replaced.get(index, 0)})  # fmt: skip
-    return out
+    """This process's relay worker processes (``garden serve --workers N``), if it has any."""
+    role = app_state(request).role
+    return [] if role is None else role.describe()
 
 
 @router.delete(

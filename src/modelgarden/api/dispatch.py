@@ -28,12 +28,13 @@ from modelgarden.api.families import (
     WHOLE_IN,
     WHOLE_OUT,
 )
+from modelgarden.api.state import app_state
 from modelgarden.api.streaming import ClientWatch, Framing, RelayResponse
 from modelgarden.backends.base import PREFERRED, Api, BackendRequest, BackendResponse
 from modelgarden.errors import BackendUnavailable, GardenError, Overloaded, UpstreamTimeout
-from modelgarden.gateway import Gateway, Route
+from modelgarden.gateway import Route
 from modelgarden.security.auth import check_model, key_of
-from modelgarden.telemetry import Meter, Telemetry
+from modelgarden.telemetry import Meter
 from modelgarden.translate import openai as oa
 from modelgarden.translate.stream import translate
 from modelgarden.types import InferenceRequest
@@ -69,8 +70,8 @@ async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
     the route and the time spent waiting on backends; an error raised from here is
     accounted for where it is rendered (``api/app.py``).
     """
-    gateway: Gateway = request.app.state.gateway
-    telemetry: Telemetry = request.app.state.telemetry
+    gateway = app_state(request).gateway
+    telemetry = app_state(request).telemetry
     meter = telemetry.meter(request.scope)
     meter.api, meter.endpoint, meter.stream = incoming.api, request.scope["path"], incoming.stream
     meter.model = incoming.model
@@ -84,7 +85,7 @@ async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
         body = incoming.body
         meter.prompt = body.get("messages") or body.get("prompt") or body.get("input")
     routes = await gateway.routes(incoming.model)
-    watch = ClientWatch(request.receive, request.app.state.drain, request.scope)
+    watch = ClientWatch(request.receive, app_state(request).drain, request.scope)
     framing = FRAMING[incoming.api]
     try:
         for position, route in enumerate(routes):

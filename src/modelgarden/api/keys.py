@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from modelgarden.api.body import parse
 from modelgarden.api.openapi import body_schema
+from modelgarden.api.state import app_state
 from modelgarden.errors import Conflict, GardenError, NotFound
 from modelgarden.security.keys import KeyRing, expiry
 
@@ -48,13 +49,13 @@ class KeyRequest(BaseModel):
 
 
 def _keys(request: Request) -> KeyRing:
-    settings = request.app.state.settings
+    settings = app_state(request).settings
     if settings.ephemeral and not settings.database_url.startswith(("postgresql", "postgres")):
         raise Conflict(
             "this gateway's database would vanish with its container, and its keys with it: "
             "set GARDEN_DATABASE_URL to a PostgreSQL database first"
         )
-    keys: KeyRing = request.app.state.keys
+    keys = app_state(request).keys
     if keys.db is None:
         err = GardenError("the key database is not available")
         err.status = 503

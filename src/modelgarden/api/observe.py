@@ -18,11 +18,10 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from modelgarden.api.state import app_state
 from modelgarden.db import DatabaseError
 from modelgarden.errors import BadRequest, DatabaseUnavailable
 from modelgarden.security.auth import secret_of
-from modelgarden.security.keys import KeyRing
-from modelgarden.telemetry import Telemetry
 from modelgarden.telemetry.metrics import CONTENT_TYPE
 from modelgarden.telemetry.usage import GROUPS, parse_since, summary
 
@@ -56,8 +55,8 @@ def _store_readable(models: Path) -> str | None:
 async def ready(request: Request) -> Response:
     """Whether the gateway can serve: settings loaded, model store readable, usage database
     writable; each backend's state as last seen. 503 when the store or database is not."""
-    telemetry: Telemetry = request.app.state.telemetry
-    models = request.app.state.settings.models_dir
+    telemetry = app_state(request).telemetry
+    models = app_state(request).settings.models_dir
     store_error = await asyncio.to_thread(_store_readable, models)
     usage = telemetry.usage_state()
     ok = store_error is None and usage["ok"]
@@ -81,7 +80,7 @@ async def ready(request: Request) -> Response:
 def _insider(request: Request) -> bool:
     """Whether the caller may see the gateway's insides: keys are off, or it sent an
     admin key (``/ready`` is public: load balancers probe it without one)."""
-    keys: KeyRing = request.app.state.keys
+    keys = app_state(request).keys
     if not keys.enabled:
         return True
     secret = secret_of(request.scope["headers"])
@@ -92,7 +91,7 @@ def _insider(request: Request) -> bool:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
-    telemetry: Telemetry = request.app.state.telemetry
+    telemetry = app_state(request).telemetry
     return Response(telemetry.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
@@ -102,7 +101,7 @@ async def usage(
 ) -> Response:
     """Requests, errors and tokens per group (``by``: day, model, key, backend, api) from
     the usage database, including records still queued in this gateway."""
-    telemetry: Telemetry = request.app.state.telemetry
+    telemetry = app_state(request).telemetry
     groups = [g.strip() for g in by.split(",") if g.strip()]
     unknown = [g for g in groups if g not in GROUPS]
     if unknown or len(set(groups)) != len(groups):

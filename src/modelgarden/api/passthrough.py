@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from modelgarden.api.state import app_state
 from modelgarden.backends.base import Forwarder
 from modelgarden.errors import BadRequest, NotFound
 from modelgarden.gateway import Gateway
@@ -59,7 +60,7 @@ async def passthrough(request: Request, path: str) -> Response:
     raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
     prefix_len = len("/ollama/")
     safe_path(raw_path[prefix_len:] if raw_path.startswith("/ollama/") else path)
-    gateway: Gateway = request.app.state.gateway
+    gateway = app_state(request).gateway
     backend, rest = _backend(gateway, raw_path[prefix_len:] or path)
     query = request.url.query
     headers = {k: v for k, v in request.headers.items() if k not in HOP_BY_HOP and k not in PRIVATE}

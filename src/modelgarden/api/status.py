@@ -6,7 +6,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from modelgarden.gateway import Gateway
+from modelgarden.api.state import app_state
 
 router = APIRouter(tags=["garden"])
 
@@ -14,6 +14,6 @@ router = APIRouter(tags=["garden"])
 @router.get("/garden/backends")
 async def backends(request: Request) -> Response:
     """Backends in routing order, with replica health and load."""
-    gateway: Gateway = request.app.state.gateway
+    gateway = app_state(request).gateway
     body = {"backends": gateway.describe()}
     return Response(orjson.dumps(body), media_type="application/json")

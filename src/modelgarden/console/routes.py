@@ -21,17 +21,16 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from modelgarden.api.state import app_state
 from modelgarden.backends.local_views import capabilities
 from modelgarden.config import Settings
 from modelgarden.errors import BadRequest, ModelNotFound
-from modelgarden.gateway import Gateway
 from modelgarden.lifecycle.memory import default_need
 from modelgarden.recommend import memory_for_models
 from modelgarden.resources import machine
 from modelgarden.security.auth import key_of
 from modelgarden.store.gguf import GGUFError
 from modelgarden.store.store import ModelStore
-from modelgarden.telemetry import Telemetry
 from modelgarden.telemetry.series import WINDOW
 
 #: The console's files (package data).
@@ -77,8 +76,8 @@ def _room(settings: Settings) -> dict[str, Any]:
 @router.get("/garden/models")
 async def models(request: Request) -> Response:
     """Installed models across backends, with capabilities and estimated memory where known."""
-    gateway: Gateway = request.app.state.gateway
-    settings: Settings = request.app.state.settings
+    gateway = app_state(request).gateway
+    settings = app_state(request).settings
     key = key_of(request.scope)
     catalogue = [(b, e) for b, e in await gateway.catalogue() if key is None or key.allows(e.name)]
     local = [entry.name for backend, entry in catalogue if backend is gateway.local]
@@ -99,7 +98,7 @@ async def series(request: Request, minutes: int = WINDOW) -> Response:
     """Per-minute traffic per model over the last ``minutes`` (1 to 60)."""
     if not 1 <= minutes <= WINDOW:
         raise BadRequest(f"minutes: expected 1 to {WINDOW}, got {minutes}", param="minutes")
-    telemetry: Telemetry = request.app.state.telemetry
+    telemetry = app_state(request).telemetry
     return _json(telemetry.series.window_since(minutes))
 
 

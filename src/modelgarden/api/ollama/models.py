@@ -17,6 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 from modelgarden import OLLAMA_COMPAT_VERSION
 from modelgarden.api.body import parse
 from modelgarden.api.openapi import body_schema
+from modelgarden.api.state import app_state
 from modelgarden.errors import BadRequest
 from modelgarden.gateway import Gateway
 from modelgarden.security.auth import check_model, visible
@@ -38,8 +39,7 @@ JSON = "application/json"
 
 
 def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+    return app_state(request).gateway
 
 
 def _json(model: Any) -> Response:

@@ -20,9 +20,8 @@ from starlette.responses import Response, StreamingResponse
 from modelgarden.api.body import parse
 from modelgarden.api.errors import ollama_error_line, unexpected
 from modelgarden.api.openapi import body_schema
-from modelgarden.config import Settings
+from modelgarden.api.state import app_state
 from modelgarden.errors import BadRequest, GardenError
-from modelgarden.gateway import Gateway
 from modelgarden.store.pull import Puller
 
 router = APIRouter(tags=["ollama"])
@@ -41,18 +40,14 @@ class TransferRequest(BaseModel):
 
 def puller(request: Request) -> Puller:
     """The app's :class:`Puller` (created on first use)."""
-    state = request.app.state
-    existing: Puller | None = getattr(state, "puller", None)
-    if existing is None:
-        gateway: Gateway = state.gateway
-        settings: Settings = state.settings
-        existing = Puller(
-            gateway.local.store,
-            registry_url=settings.registry_url,
-            hf_endpoint=settings.hf_endpoint,
+    state = app_state(request)
+    if state.puller is None:
+        state.puller = Puller(
+            state.gateway.local.store,
+            registry_url=state.settings.registry_url,
+            hf_endpoint=state.settings.hf_endpoint,
         )
-        state.puller = existing
-    return existing
+    return state.puller
 
 
 async def _request(request: Request) -> TransferRequest:

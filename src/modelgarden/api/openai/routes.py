@@ -13,9 +13,9 @@ from modelgarden.api.body import read_json, validate
 from modelgarden.api.dispatch import Incoming, dispatch
 from modelgarden.api.ollama.inference import keep_alive_of
 from modelgarden.api.openapi import body_schema
+from modelgarden.api.state import app_state
 from modelgarden.backends.base import Api
 from modelgarden.errors import ModelNotFound
-from modelgarden.gateway import Gateway
 from modelgarden.security.auth import visible
 from modelgarden.store.names import ModelName
 from modelgarden.translate import openai as oa
@@ -89,7 +89,7 @@ def _model(entry: ListModel) -> Model:
 @router.get("/models", response_model=ModelList)
 async def models(request: Request) -> Response:
     """Every model the gateway serves."""
-    gateway: Gateway = request.app.state.gateway
+    gateway = app_state(request).gateway
     entries = visible(request.scope, await gateway.list_models())
     listing = ModelList(data=[_model(m) for m in entries])
     return Response(listing.model_dump_json().encode(), media_type="application/json")
@@ -98,7 +98,7 @@ async def models(request: Request) -> Response:
 @router.get("/models/{model_id:path}", response_model=Model)
 async def model(request: Request, model_id: str) -> Response:
     """One model, or 404."""
-    gateway: Gateway = request.app.state.gateway
+    gateway = app_state(request).gateway
     name = str(ModelName.parse(model_id))
     for entry in visible(request.scope, await gateway.list_models()):
         if entry.name == name:

@@ -1,34 +1,22 @@
-"""A relay worker's way to the primary gateway process (see :mod:`modelgarden.workers`).
-
-:class:`Forwarder` passes a request to the primary untouched (method, path, query,
-headers, body streamed in both directions) and relays its answer as it comes. A worker
-uses it for every route but the hot inference ones, and for inference requests whose model
-the primary's local runners serve: :class:`PrimaryLocal` stands where the local backend
-stands in the routing order, and sending to it raises :class:`ForwardToPrimary`.
-"""
+"""A relay worker's ties to its primary: the proxy that passes it what the worker does not
+answer itself, the record shipper, and its request to be replaced."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from modelgarden.api.errors import send_error
 from modelgarden.api.streaming import ClientWatch
-from modelgarden.backends.base import Api, BackendRequest, BackendResponse, described
-from modelgarden.config import Settings
-from modelgarden.errors import BackendUnavailable, ModelNotFound
-from modelgarden.gateway import Gateway, Route, build_backends
-from modelgarden.housekeeping import Release
-from modelgarden.store.names import normalize
-from modelgarden.store.store import ModelStore
+from modelgarden.errors import BackendUnavailable
+from modelgarden.housekeeping import Housekeeping, Release
+from modelgarden.telemetry import Telemetry
 from modelgarden.upstream_http import HOP_BY_HOP, new_session
-from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
-from modelgarden.workers import RecordShipper
+from modelgarden.workers.records import RecordShipper
 
 #: Not passed to the primary: the connection's own headers and the length (set again for
 #: the body as sent); ``host`` is, since the primary checks it too.
@@ -38,84 +26,8 @@ TO_PRIMARY = HOP_BY_HOP - {"host"}
 FROM_PRIMARY = HOP_BY_HOP - {"content-length"}
 #: What aiohttp would add on its own to a forwarded request.
 NO_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-#: Seconds a model found missing from the store is believed missing (the primary may pull it).
-MISSING_FOR = 2.0
 #: Request bodies up to this size are read whole before forwarding; larger ones stream.
 WHOLE_BODY = 1 << 20
-
-
-class ForwardToPrimary(Exception):
-    """The request belongs to the primary process: pass it on as it came."""
-
-
-class PrimaryLocal:
-    """In a relay worker, the primary's local backend: it reads the shared model store to
-    tell which models are local (so routing agrees with the primary's), and hands their
-    requests to the primary."""
-
-    kind = "local"
-    apis = frozenset({Api.OLLAMA})
-
-    def __init__(self, settings: Settings, name: str = "local") -> None:
-        self.name = name
-        self.store = ModelStore(settings.models_dir)
-        self._missing: dict[str, float] = {}
-
-    async def start(self) -> None:
-        """Nothing to start: the primary owns the runners."""
-
-    async def close(self) -> None:
-        """Nothing to stop."""
-
-    async def list_models(self) -> list[ListModel]:
-        return []  # catalogue routes are the primary's
-
-    async def has_model(self, model: str) -> bool:
-        if self.store.peek(model) is not None:
-            return True
-        now = time.monotonic()
-        if self._missing.get(model, 0.0) > now:
-            return False
-        try:
-            await asyncio.to_thread(self.store.get, model)
-        except ModelNotFound:
-            if len(self._missing) > 4096:
-                self._missing.clear()
-            self._missing[model] = now + MISSING_FOR
-            return False
-        return True
-
-    async def show(self, model: str, verbose: bool = False) -> ShowResponse:
-        raise ForwardToPrimary
-
-    async def running(self) -> list[PsModel]:
-        return []
-
-    async def send(self, request: BackendRequest) -> BackendResponse:
-        raise ForwardToPrimary
-
-    def upstream_id(self, model: str) -> str:
-        return model
-
-    def describe(self) -> dict[str, Any]:
-        """Nothing known here: the primary's own ``/garden/backends`` has the runners."""
-        return described(self, up=True, active=0, waiting=0, rejected=0)
-
-
-class WorkerGateway(Gateway):
-    """A relay worker's gateway: the configured remote backends, :class:`PrimaryLocal` in
-    the local backend's place, and the primary as the answer for any model no backend
-    here knows (it may have been pulled a moment ago; the primary answers 404 if not)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.primary_local = PrimaryLocal(settings)
-        super().__init__(settings, build_backends(settings, self.primary_local))
-
-    async def routes(self, model: str) -> list[Route]:
-        try:
-            return await super().routes(model)
-        except ModelNotFound:
-            return [Route(self.primary_local, normalize(model))]
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
@@ -129,35 +41,37 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
             yield chunk
 
 
-def replay(body: bytes, receive: Receive) -> Receive:
-    """A receive channel that gives ``body`` (already read) once, then the real channel."""
-    sent = False
-
-    async def again() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return again
-
-
 class WorkerLink:
-    """Owns a relay worker's ties to its primary: the :class:`Forwarder`, the
-    :class:`~modelgarden.workers.RecordShipper`, and its request to be replaced once it
-    settles, idle after a burst, more than ``recycle`` above its start's resident memory."""
+    """Owns a relay worker's ties to its primary: the :class:`PrimaryProxy`, the
+    :class:`~modelgarden.workers.records.RecordShipper`, and its request to be replaced once
+    it settles, idle after a burst, more than ``recycle`` above its start's resident memory.
+
+    It is the relay worker's :class:`~modelgarden.api.state.ProcessRole`: ``create_app``
+    starts it with the app, tells it when the app serves, and stops it with the app.
+    """
 
     def __init__(self, primary_url: str, records_fd: int, recycle: float = 0.0) -> None:
-        self.forwarder = Forwarder(primary_url)
+        self.proxy = PrimaryProxy(primary_url)
         self.shipper = RecordShipper(records_fd)
         self.recycle = recycle
         self.retiring = False
 
-    async def start(self) -> None:
-        """Open the connections and the record pipe."""
-        await self.forwarder.start()
+    @property
+    def forward(self) -> PrimaryProxy:
+        """Where every request this worker does not answer itself goes."""
+        return self.proxy
+
+    async def start(self, telemetry: Telemetry) -> None:
+        """Send this process's records to the primary; open the connections and the pipe."""
+        telemetry.ship = self.shipper.put
+        await self.proxy.start()
         await self.shipper.start()
+
+    def serving(self, housekeeping: Housekeeping) -> None:
+        """The app is set up: watch the memory each idle clean-up leaves, and tell the
+        primary this worker is ready (it is about to accept connections)."""
+        housekeeping.settled = lambda done: self.settled(done, housekeeping.start_rss)
+        self.ready()
 
     def ready(self) -> None:
         """Tell the primary this worker is set up (it is about to accept connections)."""
@@ -177,15 +91,20 @@ class WorkerLink:
                         "growth_pct": round(growth * 100, 1)}
             )  # fmt: skip
 
-    async def close(self) -> None:
-        """Ship the last records, close everything."""
+    async def stop(self, within: float) -> None:
+        """Ship the last records, close everything (``within``: nothing here waits long)."""
         await self.shipper.close()
-        await self.forwarder.close()
+        await self.proxy.close()
+
+    def describe(self) -> list[dict[str, Any]]:
+        """No worker processes of its own (the primary's ``/status`` lists them)."""
+        return []
 
 
-class Forwarder:
+class PrimaryProxy:
     """Owns a relay worker's connections to the primary; an ASGI app that answers each
-    request with the primary's answer."""
+    request with the primary's answer, passed untouched both ways (method, path, query,
+    headers, body streamed)."""
 
     def __init__(self, primary_url: str) -> None:
         self.url = primary_url.rstrip("/")
