@@ -203,8 +203,8 @@ def gateway_app(
     """The gateway's ASGI app: ``garden serve``'s own, with the GPU class as its backend."""
     from modelgarden.api.app import create_app
     from modelgarden.api.early import EarlyStart
-    from modelgarden.config.backends import BackendConfig, Timeouts
     from modelgarden.config import Settings
+    from modelgarden.config.backends import BackendConfig, Timeouts
 
     backend = BackendConfig(
         name="gpu",
