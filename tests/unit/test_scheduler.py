@@ -18,7 +18,8 @@ import pytest
 
 from modelgarden.errors import InsufficientMemory, Overloaded, RunnerFailed
 from modelgarden.lifecycle.memory import MemoryBudget, MemoryEstimate
-from modelgarden.lifecycle.process import EngineMemory, LaunchSpec, RunnerState
+from modelgarden.lifecycle.process import EngineMemory, LaunchSpec
+from modelgarden.lifecycle.states import RunnerState
 from modelgarden.lifecycle.scheduler import Lease, Scheduler
 
 _pids = itertools.count(1000)

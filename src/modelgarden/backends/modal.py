@@ -40,7 +40,7 @@ from modelgarden.backends.remote import RemoteBackend, Replica, send_relaxed
 from modelgarden.breaker import CircuitBreaker
 from modelgarden.config.backends import BackendConfig
 from modelgarden.errors import BackendUnavailable, GardenError, Overloaded, UpstreamTimeout
-from modelgarden.lifecycle.process import RunnerState
+from modelgarden.lifecycle.states import Lifecycle, RunnerState
 from modelgarden.upstream_http import status_error
 from modelgarden.wire.ollama import ListModel
 
@@ -92,7 +92,7 @@ class ModalReplica(Replica):
     def __init__(self, url: str, breaker: CircuitBreaker, calls: ModalCalls) -> None:
         super().__init__(url, breaker)
         self.calls = calls
-        self.state = RunnerState.STOPPED
+        self.life = Lifecycle(f"Modal class {url}")
         self.last_used = 0.0
         self.waiting = 0
         #: How long the last cold start took: what Retry-After tells an excess request.
@@ -138,17 +138,17 @@ class ModalBackend(RemoteBackend):
     def state(self, replica: ModalReplica) -> RunnerState:
         """The replica's state now (READY lapses to STOPPED after ``scaledown`` idle)."""
         idle = time.monotonic() - replica.last_used
-        ready = replica.state is RunnerState.READY
+        ready = replica.life.state is RunnerState.READY
         if ready and not replica.outstanding and idle >= self.config.scaledown:
-            replica.state = RunnerState.STOPPED
-        return replica.state
+            replica.life.move(RunnerState.STOPPED)
+        return replica.life.state
 
     async def ready(self, replica: ModalReplica) -> None:
         """Return once the replica is warm, waking it (once for everyone) if need be."""
         if self.state(replica) is RunnerState.READY:
             return
         if replica._wake is None:
-            replica.state = RunnerState.STARTING
+            replica.life.move(RunnerState.STARTING)
             replica._wake_began = time.monotonic()
             replica._wake = asyncio.create_task(self._wake_up(replica))
             # Retrieved here too, so that a wake-up whose waiters all left logs no warning.
@@ -173,15 +173,15 @@ class ModalBackend(RemoteBackend):
             if reply.get("status") != 200:
                 raise status_error(int(reply.get("status", 502)), bytes(reply.get("body") or b""))
         except TimeoutError:
-            replica.state = RunnerState.STOPPED
+            replica.life.move(RunnerState.STOPPED)
             raise UpstreamTimeout(
                 f"backend '{self.name}' did not start within {self.config.wake_timeout:.0f}s"
             ) from None
         except BaseException:
-            replica.state = RunnerState.STOPPED
+            replica.life.move(RunnerState.STOPPED)
             raise
         else:
-            replica.state = RunnerState.READY
+            replica.life.move(RunnerState.READY)
             replica.last_used = time.monotonic()
             replica.cold_start = replica.last_used - replica._wake_began
         finally:
@@ -196,7 +196,7 @@ class ModalBackend(RemoteBackend):
             raise
         except Exception as exc:
             replica.breaker.failure()
-            replica.state = RunnerState.STOPPED
+            replica.life.move(RunnerState.STOPPED)
             raise BackendUnavailable(
                 f"backend '{self.name}' failed: {type(exc).__name__}: {exc}"
             ) from None
@@ -339,7 +339,7 @@ class ModalBackend(RemoteBackend):
             raise
         except Exception as exc:
             if not closing.is_set():  # the client leaving is no sign of a cold container
-                replica.state = RunnerState.STOPPED
+                replica.life.move(RunnerState.STOPPED)
             raise BackendUnavailable(
                 f"backend '{self.name}' stopped answering mid-response: {exc}"
             ) from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import enum
 import os
 import re
 import signal
@@ -28,6 +27,7 @@ import psutil
 import structlog
 
 from modelgarden.errors import RunnerFailed
+from modelgarden.lifecycle.states import Lifecycle, RunnerState
 
 log = structlog.get_logger(__name__)
 
@@ -39,15 +39,6 @@ _PR_SET_PDEATHSIG = 1
 #: two cores pathologically (measured: 100 tokens each took 3.6 to 62 s instead of 2.2 s).
 #: A runner started while another is loaded spins briefly instead (17% slower alone).
 POLITE_SPIN = {"GOMP_SPINCOUNT": "500"}
-
-
-class RunnerState(enum.Enum):
-    """Where a runner process is in its life."""
-
-    STOPPED = "stopped"
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
 
 
 @dataclass(frozen=True)
@@ -211,7 +202,7 @@ class RunnerProcess:
         self.on_exit = on_exit
         #: Whether its compute threads spin only briefly when idle (:data:`POLITE_SPIN`).
         self.polite = polite
-        self.state = RunnerState.STOPPED
+        self.life = Lifecycle(f"runner of {spec.model_path}")
         self.port = 0
         self.load_ms = 0.0
         self.started_at = 0.0
@@ -222,6 +213,11 @@ class RunnerProcess:
         self._stderr: deque[str] = deque(maxlen=40)
         self._watch: asyncio.Task[None] | None = None
         self._drain: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> RunnerState:
+        """Where the process is in its life (moves are checked: :mod:`.states`)."""
+        return self.life.state
 
     @property
     def pid(self) -> int | None:
@@ -251,7 +247,7 @@ class RunnerProcess:
         """Spawn the process and wait until it is ready; raises :class:`RunnerFailed`."""
         if self.state is not RunnerState.STOPPED:
             raise RuntimeError(f"cannot start a runner that is {self.state.value}")
-        self.state = RunnerState.STARTING
+        self.life.move(RunnerState.STARTING)
         self.started_at = time.monotonic()
         self.port = free_port()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -268,21 +264,21 @@ class RunnerProcess:
                 preexec_fn=_child_setup(self.spec.nice),
             )
         except OSError as exc:
-            self.state = RunnerState.STOPPED
+            self.life.move(RunnerState.STOPPED)
             raise RunnerFailed(f"could not start the runner: {exc}") from None
         self._drain = asyncio.create_task(self._drain_stderr())
         try:
             await asyncio.wait_for(self._await_ready(), self.start_timeout)
         except BaseException as exc:
             await self._kill()
-            self.state = RunnerState.STOPPED
+            self.life.move(RunnerState.STOPPED)
             if isinstance(exc, TimeoutError):
                 raise RunnerFailed(
                     f"llama runner did not start within {self.start_timeout:.0f}s"
                 ) from None
             raise
         self.load_ms = (time.monotonic() - self.started_at) * 1000
-        self.state = RunnerState.READY
+        self.life.move(RunnerState.READY)
         self._watch = asyncio.create_task(self._watch_exit())
         log.debug("runner ready", pid=self.pid, port=self.port, model=self.spec.model_path)
 
@@ -314,7 +310,7 @@ class RunnerProcess:
         assert self._proc is not None
         self.returncode = await self._proc.wait()
         crashed = self.state is RunnerState.READY
-        self.state = RunnerState.STOPPED
+        self.life.move(RunnerState.STOPPED)
         if crashed:
             log.warning(
                 "runner exited", pid=self.pid, status=self.returncode, stderr=self.stderr_tail()
@@ -326,7 +322,7 @@ class RunnerProcess:
         """Stop the process: SIGTERM, then SIGKILL if it has not ended after ``grace``."""
         if self._proc is None or self.state is RunnerState.STOPPED:
             return
-        self.state = RunnerState.STOPPING
+        self.life.move(RunnerState.STOPPING)
         with contextlib.suppress(ProcessLookupError):
             self._proc.send_signal(signal.SIGTERM)
         try:

@@ -32,7 +32,8 @@ import structlog
 
 from modelgarden.errors import SERVER_BUSY, InsufficientMemory, Overloaded
 from modelgarden.lifecycle.memory import MemoryBudget, MemoryEstimate
-from modelgarden.lifecycle.process import LaunchSpec, RunnerProcess, RunnerState
+from modelgarden.lifecycle.process import LaunchSpec, RunnerProcess
+from modelgarden.lifecycle.states import RunnerState
 
 log = structlog.get_logger(__name__)
 
