@@ -1,6 +1,6 @@
 """Load and soak: many concurrent streams through the gateway, with memory and descriptors
 sampled between rounds and once the gateway is idle again (load: after the idle clean-ups
-of ``housekeeping.py``, read from its ``/metrics``) or every second (soak)."""
+of ``memory_release.py``, read from its ``/metrics``) or every second (soak)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from benchmarks.reliability.harness import (
 )
 from tests.conftest import DEFAULT_MODEL, GardenServer, scrape
 
-from modelgarden.housekeeping import PASSES
+from modelgarden.memory_release import PASSES
 
 #: Headroom of the remote backends in the load scenario: every stream is admitted.
 LIMITS = {"max_concurrency": 2048, "max_queue": 2048}

@@ -2,7 +2,7 @@
 
 Starts the stub upstream and ``garden serve`` as the load scenario does, runs rounds of
 concurrent streams, then follows the gateway through the idle clean-ups of
-``housekeeping.py`` (one once it is quiet, one once the upstream pool has closed
+``memory_release.py`` (one once it is quiet, one once the upstream pool has closed
 the burst's connections). At each step it prints the resident memory, the descriptors and,
 from inside the gateway, glibc's main heap (``mallinfo2``) and CPython's object allocator
 (its 1 MiB arenas and the bytes live in them, from ``sys._debugmallocstats``). At the end
@@ -41,7 +41,7 @@ from benchmarks.reliability.harness import (
 from benchmarks.reliability.load import LIMITS, RELEASES, memory_figures, run_round
 from tests.conftest import GardenServer
 
-from modelgarden.housekeeping import PASSES
+from modelgarden.memory_release import PASSES
 
 HOOK = r'''
 import ctypes, gc, io, json, os, signal, sys

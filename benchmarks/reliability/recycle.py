@@ -28,7 +28,7 @@ from benchmarks.reliability.harness import (
 from benchmarks.reliability.load import LIMITS, run_rounds
 from tests.conftest import GardenServer
 
-from modelgarden.housekeeping import PASSES
+from modelgarden.memory_release import PASSES
 
 #: Gateway processes: the primary and two relay workers (one per core of this machine).
 PROCESSES = 3

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("building blocks", {"model_options", "templates", "upstream_http", "resources",
                          "recommend", "resilience"}),
     ("services", {"lifecycle", "store", "engine", "translate", "telemetry", "security",
-                  "housekeeping"}),
+                  "memory_release"}),
     ("routing", {"gateway", "backends"}),
     ("edge", {"api", "console", "workers"}),
     ("entry points", {"server", "cli", "doctor", "bench", "runner", "__main__"}),

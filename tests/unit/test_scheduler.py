@@ -19,8 +19,8 @@ import pytest
 from modelgarden.errors import InsufficientMemory, Overloaded, RunnerFailed
 from modelgarden.lifecycle.memory import MemoryBudget, MemoryEstimate
 from modelgarden.lifecycle.process import EngineMemory, LaunchSpec
-from modelgarden.lifecycle.states import RunnerState
 from modelgarden.lifecycle.scheduler import Lease, Scheduler
+from modelgarden.lifecycle.states import RunnerState
 
 _pids = itertools.count(1000)
 

@@ -10,7 +10,7 @@ import socket
 from collections import Counter
 from typing import Any
 
-from modelgarden.housekeeping import Housekeeping, Release
+from modelgarden.memory_release import MemoryRelease, Release
 from modelgarden.telemetry.record import RequestRecord
 from modelgarden.workers import (
     RecordReader,
@@ -109,9 +109,9 @@ def test_a_worker_asks_to_retire_once_when_it_settles_above_its_start() -> None:
     assert len(told.messages) == 1
 
 
-async def test_housekeeping_calls_settled_after_the_last_pass_only() -> None:
+async def test_memory_release_calls_settled_after_the_last_pass_only() -> None:
     in_flight: set[object] = set()
-    keeper = Housekeeping(in_flight, passes=(0.05, 0.15), tick=0.02)
+    keeper = MemoryRelease(in_flight, passes=(0.05, 0.15), tick=0.02)
     settled: list[Release] = []
     keeper.settled = settled.append
     keeper.start()

@@ -42,7 +42,7 @@ from modelgarden.api.streaming import Drain
 from modelgarden.config import Settings
 from modelgarden.errors import BadRequest, GardenError, NotFound
 from modelgarden.gateway import Gateway
-from modelgarden.housekeeping import Housekeeping
+from modelgarden.memory_release import MemoryRelease
 from modelgarden.security.auth import Auth
 from modelgarden.security.keys import KeyRing
 from modelgarden.security.shared import SharedLimits, SharedLimitsCollector
@@ -98,7 +98,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 Endpoint = Callable[[Request], Awaitable[Response]]
 #: Routes a relay worker answers itself although they are not hot: liveness checks, which
 #: say whether the process that took the connection is up.
-OWN = frozenset({"/", "/api/version", "/health"})
+LIVENESS_ROUTES = frozenset({"/", "/api/version", "/health"})
 
 
 class FastPath:
@@ -153,7 +153,7 @@ class FastPath:
     def _own(self, scope: Scope) -> bool:
         """Whether a relay worker answers this request itself (hot inference, liveness)."""
         path = scope["path"]
-        return path in OWN or (path in self.hot and scope["method"] == "POST")
+        return path in LIVENESS_ROUTES or (path in self.hot and scope["method"] == "POST")
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.hot.get(scope["path"]) if scope["type"] == "http" else None
@@ -229,10 +229,10 @@ def create_app(
         # collector's way (full collections otherwise dominate tail latency under load).
         gc.collect()
         gc.freeze()
-        housekeeping = Housekeeping(state.drain.watches, telemetry.metrics.registry).start()
-        telemetry.hooks.append(housekeeping.served)
+        release = MemoryRelease(state.drain.watches, telemetry.metrics.registry).start()
+        telemetry.hooks.append(release.served)
         if role is not None:
-            role.serving(housekeeping)
+            role.serving(release)
         try:
             yield
         finally:
@@ -243,7 +243,7 @@ def create_app(
             if shared is not None:
                 await shared.close()
             await telemetry.close()
-            await housekeeping.close()
+            await release.close()
 
     app = FastAPI(
         title="modelgarden",

@@ -1,7 +1,7 @@
 """``/ollama/*``: the native API of a configured Ollama backend, passed through unchanged.
 
 Any GET, POST, DELETE (and HEAD, PUT) under the prefix goes to the first backend that can
-forward (a :class:`~modelgarden.backends.base.Forwarder`: an ``ollama`` daemon, a ``modal``
+forward (a :class:`~modelgarden.backends.base.PassThrough`: an ``ollama`` daemon, a ``modal``
 GPU class), or to the one named by the path's first segment (``/ollama/<backend>/api/tags``),
 with its method, path, query, headers and body; the status, headers and body come back as
 the backend sent them, streamed. The backend decides the transport. Hop-by-hop headers are
@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from modelgarden.api.state import app_state
-from modelgarden.backends.base import Forwarder
+from modelgarden.backends.base import PassThrough
 from modelgarden.errors import BadRequest, NotFound
 from modelgarden.gateway import Gateway
 from modelgarden.upstream_http import HOP_BY_HOP
@@ -41,12 +41,12 @@ def safe_path(raw: str) -> str:
     return raw
 
 
-def _backend(gateway: Gateway, path: str) -> tuple[Forwarder, str]:
+def _backend(gateway: Gateway, path: str) -> tuple[PassThrough, str]:
     first, _, rest = path.partition("/")
     named = gateway.backend(first)
-    if isinstance(named, Forwarder) and rest:
+    if isinstance(named, PassThrough) and rest:
         return named, rest
-    backend = next((b for b in gateway.backends if isinstance(b, Forwarder)), None)
+    backend = next((b for b in gateway.backends if isinstance(b, PassThrough)), None)
     if backend is None:
         raise NotFound("no Ollama backend is configured for /ollama/")
     return backend, path

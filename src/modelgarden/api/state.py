@@ -17,7 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 from modelgarden.api.streaming import Drain
 from modelgarden.config import Settings
 from modelgarden.gateway import Gateway
-from modelgarden.housekeeping import Housekeeping
+from modelgarden.memory_release import MemoryRelease
 from modelgarden.security.keys import KeyRing
 from modelgarden.store.pull import Puller
 from modelgarden.telemetry import Telemetry
@@ -49,7 +49,7 @@ class ProcessRole(Protocol):
     async def start(self, telemetry: Telemetry) -> None:
         """Start with the app, once the gateway and the telemetry have started."""
 
-    def serving(self, housekeeping: Housekeeping) -> None:
+    def serving(self, memory_release: MemoryRelease) -> None:
         """The app is set up and about to accept connections."""
 
     async def stop(self, within: float) -> None:

@@ -130,7 +130,7 @@ def described(backend: Backend, **state: Any) -> dict[str, Any]:
 
 
 @runtime_checkable
-class Forwarder(Protocol):
+class PassThrough(Protocol):
     """A backend whose native Ollama API can be passed through as is (``/ollama/*``); the
     backend decides the transport (HTTP to a daemon, a call into a Modal container)."""
 

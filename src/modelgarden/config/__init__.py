@@ -303,7 +303,7 @@ class Settings(BaseSettings):
         le=64,
         validation_alias=_env("GARDEN_WORKERS"),
         description="Gateway processes sharing the port: the primary (store, runners, metrics) "
-        "and N-1 relay workers for remote backends' inference (see workers.py).",
+        "and N-1 relay workers for remote backends' inference (see modelgarden.workers).",
     )
     worker_recycle: float = Field(
         default=0.10,

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 from modelgarden.api.errors import send_error
 from modelgarden.api.streaming import ClientWatch
 from modelgarden.errors import BackendUnavailable
-from modelgarden.housekeeping import Housekeeping, Release
+from modelgarden.memory_release import MemoryRelease, Release
 from modelgarden.telemetry import Telemetry
 from modelgarden.upstream_http import HOP_BY_HOP, new_session
 from modelgarden.workers.records import RecordShipper
@@ -25,7 +25,7 @@ TO_PRIMARY = HOP_BY_HOP - {"host"}
 #: byte for byte.
 FROM_PRIMARY = HOP_BY_HOP - {"content-length"}
 #: What aiohttp would add on its own to a forwarded request.
-NO_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+AIOHTTP_ADDS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 #: Request bodies up to this size are read whole before forwarding; larger ones stream.
 WHOLE_BODY = 1 << 20
 
@@ -67,10 +67,10 @@ class WorkerLink:
         await self.proxy.start()
         await self.shipper.start()
 
-    def serving(self, housekeeping: Housekeeping) -> None:
+    def serving(self, memory_release: MemoryRelease) -> None:
         """The app is set up: watch the memory each idle clean-up leaves, and tell the
         primary this worker is ready (it is about to accept connections)."""
-        housekeeping.settled = lambda done: self.settled(done, housekeeping.start_rss)
+        memory_release.settled = lambda done: self.settled(done, memory_release.start_rss)
         self.ready()
 
     def ready(self) -> None:
@@ -140,7 +140,7 @@ class PrimaryProxy:
         try:
             response = await self._session.request(
                 scope["method"], url, headers=headers, data=data, allow_redirects=False,
-                skip_auto_headers=NO_AUTO,
+                skip_auto_headers=AIOHTTP_ADDS,
             )  # fmt: skip
         except (aiohttp.ClientError, OSError):  # a client that left mid-body lands here too
             await send_error(scope, receive, send, BackendUnavailable(

@@ -16,7 +16,7 @@ import psutil
 import structlog
 
 from modelgarden.config import Settings
-from modelgarden.housekeeping import Housekeeping
+from modelgarden.memory_release import MemoryRelease
 from modelgarden.telemetry import Telemetry
 from modelgarden.telemetry.record import RequestRecord
 from modelgarden.workers.records import RecordReader
@@ -127,7 +127,7 @@ class Workers:
             )  # fmt: skip
         finally:
             os.close(write_fd)
-        reader = RecordReader(self.account, lambda message: self._told(index, message))
+        reader = RecordReader(self.account, lambda message: self._on_message(index, message))
         self._readers.add(reader)
         reader.closed.add_done_callback(lambda _: self._readers.discard(reader))
         loop = asyncio.get_running_loop()
@@ -135,7 +135,7 @@ class Workers:
         log.info("worker started", worker=index, pid=proc.pid)
         return proc, reader
 
-    def _told(self, index: int, message: dict[str, Any]) -> None:
+    def _on_message(self, index: int, message: dict[str, Any]) -> None:
         if message.get("ready"):
             log.info("worker ready", worker=index)
         elif "retire" in message:
@@ -200,7 +200,7 @@ class Workers:
         log.info("worker replaced", worker=index, old_pid=old.pid, pid=new.pid)
         return new
 
-    def serving(self, housekeeping: Housekeeping) -> None:
+    def serving(self, memory_release: MemoryRelease) -> None:
         """Nothing to do once the app serves: the workers were started with it."""
 
     def describe(self) -> list[dict[str, Any]]:

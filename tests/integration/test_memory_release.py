@@ -1,4 +1,4 @@
-"""The idle clean-up of a real gateway (housekeeping.py): never while a request
+"""The idle clean-up of a real gateway (memory_release.py): never while a request
 is in flight, once the gateway has been quiet for its quiet period after one, and counted
 in ``/metrics``. The upstream is the stub of ``benchmarks/stub_upstream.py``, streaming
 slowly enough that the request stays in flight for longer than the quiet period."""
@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from benchmarks.reliability.harness import ollama_chat, stub_config, stubs
 
-from modelgarden.housekeeping import QUIET, TICK
+from modelgarden.memory_release import QUIET, TICK
 from tests.conftest import GardenServer, scrape, value
 
 #: 40 records 0.2 s apart: 8 s in flight, longer than the quiet period.

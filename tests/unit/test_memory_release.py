@@ -10,14 +10,14 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelgarden.housekeeping import Housekeeping
+from modelgarden.memory_release import MemoryRelease
 
 MiB = 1 << 20
 
 
 def test_due_only_once_quiet_after_traffic_and_once_per_pass() -> None:
     in_flight: set[object] = set()
-    keeper = Housekeeping(in_flight, passes=(5.0, 35.0))
+    keeper = MemoryRelease(in_flight, passes=(5.0, 35.0))
     # Idle since start, nothing served: nothing to clean up, however long it stays so.
     assert not any(keeper.due(t) for t in (0.0, 6.0, 40.0, 1000.0))
     request = object()
@@ -39,7 +39,7 @@ def test_due_only_once_quiet_after_traffic_and_once_per_pass() -> None:
 
 
 def test_a_request_between_two_looks_counts_as_traffic() -> None:
-    keeper = Housekeeping(set(), passes=(5.0,))
+    keeper = MemoryRelease(set(), passes=(5.0,))
     assert not keeper.due(10.0)
     keeper.served(object())  # began and finished after the look at 10 s
     assert not keeper.due(11.0)  # seen at the next look: quiet from here
@@ -59,7 +59,7 @@ def test_release_returns_free_heap_pages_to_the_system() -> None:
     keep = buffers[::16]
     del buffers
     registry = CollectorRegistry()
-    keeper = Housekeeping(set(), registry)
+    keeper = MemoryRelease(set(), registry)
     before = process.memory_info().rss
     release = asyncio.run(keeper.release())
     assert release.rss_before - release.rss_after >= 32 * MiB, release

@@ -2,7 +2,7 @@
 
 While the gateway serves, nothing here runs: the collector stays as ``gc.freeze()`` left it
 and the allocators keep what they hold, ready for the next request. Once no inference
-request has been in flight for a few seconds after some were, :class:`Housekeeping` runs a
+request has been in flight for a few seconds after some were, :class:`MemoryRelease` runs a
 full garbage collection (cycles left by finished requests, CPython's free lists) and asks
 glibc to return the free pages of its heaps to the system (``malloc_trim``; glibc returns
 only the top of its main heap by itself). It does so once when the gateway goes quiet and
@@ -71,7 +71,7 @@ class Release:
     seconds: float
 
 
-class Housekeeping:
+class MemoryRelease:
     """Owns the idle clean-up of the gateway process and its memory figures in ``/metrics``.
 
     It looks once per ``tick`` at ``in_flight``, the live collection of the inference
@@ -108,12 +108,12 @@ class Housekeeping:
         if registry is not None:
             registry.register(self)
 
-    def start(self) -> Housekeeping:
+    def start(self) -> MemoryRelease:
         """Start looking (in the running event loop); returns itself."""
         if self._trim is not None:  # the start without the set-up's freed heap pages
             self._trim()
         self.start_rss = self._process.memory_info().rss
-        self._task = asyncio.create_task(self._run(), name="housekeeping")
+        self._task = asyncio.create_task(self._run(), name="memory_release")
         return self
 
     def served(self, _record: object) -> None:
