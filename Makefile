@@ -45,8 +45,8 @@ serve: install
 	OLLAMA_HOST=$${OLLAMA_HOST:-$(HOST)} $(BIN)/garden serve
 
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks deploy
-	$(BIN)/ruff format --check src tests benchmarks deploy
+	$(BIN)/ruff check src tests benchmarks deploy loopback
+	$(BIN)/ruff format --check src tests benchmarks deploy loopback
 
 typecheck: install-test
 	$(BIN)/mypy

@@ -26,8 +26,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import free_port  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from loopback.gateway import free_port  # noqa: E402
+from loopback.redis import RedisServer  # noqa: E402
 
 
 def local_key(settings: dict[str, str], *args: str) -> str:

@@ -29,7 +29,7 @@ from benchmarks.reliability.harness import (
     stub_config,
     wait_until,
 )
-from tests.conftest import DEFAULT_MODEL, GardenServer
+from loopback.gateway import DEFAULT_MODEL, GardenServer
 
 COUNTING = {
     "model": DEFAULT_MODEL,

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import httpx
 import psutil
-from tests.conftest import GardenServer, free_port, runner_processes, start_server
+from loopback.gateway import GardenServer, free_port, runner_processes, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 STUB = ROOT / "benchmarks" / "stub_upstream.py"

@@ -31,7 +31,7 @@ from benchmarks.reliability.harness import (
     stub_config,
     stubs,
 )
-from tests.conftest import DEFAULT_MODEL, GardenServer, scrape
+from loopback.gateway import DEFAULT_MODEL, GardenServer, scrape
 
 from modelgarden.memory_release import PASSES
 

@@ -39,7 +39,7 @@ from benchmarks.reliability.harness import (
     stubs,
 )
 from benchmarks.reliability.load import LIMITS, RELEASES, memory_figures, run_round
-from tests.conftest import GardenServer
+from loopback.gateway import GardenServer
 
 from modelgarden.memory_release import PASSES
 

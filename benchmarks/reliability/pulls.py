@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 from benchmarks.reliability.harness import Result, Scale, check_no_runners, gateway, kill, mib
-from tests.conftest import DEFAULT_MODEL, GardenServer, start_server
-from tests.registry_server import RegistryServer, sha256_of
+from loopback.gateway import DEFAULT_MODEL, GardenServer, start_server
+from loopback.registry import RegistryServer, sha256_of
 
 from modelgarden.store.default import find_default_gguf
 from modelgarden.store.store import MEDIA_MODEL

@@ -26,7 +26,7 @@ from benchmarks.reliability.harness import (
     wait_until,
 )
 from benchmarks.reliability.load import LIMITS, run_rounds
-from tests.conftest import GardenServer
+from loopback.gateway import GardenServer
 
 from modelgarden.memory_release import PASSES
 

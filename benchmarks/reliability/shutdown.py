@@ -22,7 +22,7 @@ from benchmarks.reliability.harness import (
     stub_config,
     stubs,
 )
-from tests.conftest import GardenServer
+from loopback.gateway import GardenServer
 
 #: Seconds between the stub's records: a model generating 50 tokens a second.
 DELAY = 0.02

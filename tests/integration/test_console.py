@@ -22,13 +22,13 @@ from typing import Any
 import httpx
 import ollama
 import pytest
+from loopback.registry import RegistryServer
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from modelgarden.store.default import find_default_gguf
 from modelgarden.store.store import MEDIA_MODEL, MEDIA_PARAMS
 from tests.conftest import DEFAULT_MODEL, GardenServer, free_port, start_server, stop_and_check
 from tests.integration.test_telemetry import request_lines
-from tests.registry_server import RegistryServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 DESKTOP = {"width": 1280, "height": 900}

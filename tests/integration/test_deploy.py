@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from loopback.registry import RegistryServer
 
 from modelgarden.store.default import find_default_gguf
 from modelgarden.store.store import MEDIA_MODEL
 from tests.conftest import GardenServer
-from tests.registry_server import RegistryServer
 
 QUIET = {"temperature": 0, "seed": 1, "num_predict": 12}
 

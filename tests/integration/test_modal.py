@@ -27,11 +27,11 @@ import httpx
 import ollama
 import openai
 import pytest
+from loopback.registry import RegistryServer
 
 from modelgarden.store.default import find_default_gguf
 from tests.conftest import DEFAULT_MODEL, GREEDY, runner_processes
 from tests.modal_local import LocalCalls, import_modal_app, serve
-from tests.registry_server import RegistryServer
 
 MEDIA_MODEL = "application/vnd.ollama.image.model"
 

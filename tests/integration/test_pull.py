@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import ollama
 import pytest
+from loopback.registry import RegistryServer, sha256_of
 
 from modelgarden.store.default import find_default_gguf
 from modelgarden.store.store import MEDIA_MODEL, MEDIA_PARAMS
@@ -32,7 +33,6 @@ from tests.conftest import (
     stop_and_check,
 )
 from tests.hf_server import HubServer
-from tests.registry_server import RegistryServer, sha256_of
 
 PARAMS = json.dumps({"stop": ["<|im_end|>"], "temperature": 0.5}).encode()
 SHORT = {"temperature": 0, "num_predict": 4}

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from loopback.redis import RedisServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import DEFAULT_MODEL, GardenServer, start_server, stop_and_check, wait_until
 from tests.integration.test_cli import garden_cmd
 from tests.integration.test_lifecycle import COUNTING, LONG
-from tests.redis_server import RedisServer
 
 TTL = 3  # GARDEN_SHARED_LEASE_TTL for these gateways: a dead one's slots free within it
 

@@ -169,3 +169,19 @@ def test_the_checks_see_a_violation() -> None:
     ]
     loop = {"modelgarden.a": {"modelgarden.b"}, "modelgarden.b": {"modelgarden.a"}}
     assert cycles(loop) == [["modelgarden.a", "modelgarden.b"]]
+
+
+def test_benchmarks_and_the_shared_servers_never_import_the_tests() -> None:
+    """``tests`` may import ``benchmarks`` (to run its scenarios) and ``loopback``; neither
+    of those imports ``tests``, so the two never import each other."""
+    repo = ROOT.parent.parent
+    found = []
+    for folder in ("benchmarks", "loopback"):
+        for path in sorted((repo / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and not node.level:
+                    names = [node.module or ""]
+                found += [f"{path.relative_to(repo)} imports {n}" for n in names
+                          if n == "tests" or n.startswith("tests.")]  # fmt: skip
+    assert found == []

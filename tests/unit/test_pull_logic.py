@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback.registry import RegistryServer
 
 from modelgarden.api.ollama.transfer import progress_response
 from modelgarden.config import ConfigError, load_settings
@@ -22,7 +23,6 @@ from modelgarden.store.pull import Puller, Transfer, Transfers, ticks
 from modelgarden.store.registry import RegistryRef, manifest_problem
 from modelgarden.store.store import MEDIA_MODEL, MEDIA_TEMPLATE, ModelStore
 from tests.gguf_writer import write_gguf
-from tests.registry_server import RegistryServer
 
 # -- names -------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
+from loopback.gateway import free_port
 
 
 class RedisServer:
