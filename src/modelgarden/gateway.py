@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from modelgarden.backends.base import Backend
@@ -26,6 +27,7 @@ from modelgarden.config import Settings
 from modelgarden.config.backends import BackendConfig
 from modelgarden.errors import ModelNotFound
 from modelgarden.store.names import normalize
+from modelgarden.store.store import ModelStore
 from modelgarden.wire.ollama import ListModel, PsModel, ShowResponse
 
 REMOTE_KINDS = {
@@ -65,12 +67,22 @@ class Gateway:
     def __init__(self, settings: Settings, backends: list[Backend] | None = None) -> None:
         self.settings = settings
         self.started_at = time.time()
-        self.local = LocalBackend(settings)
         self.backends: list[Backend] = backends or build_backends(settings, self.local)
         self.fallbacks = {
             normalize(model): [normalize(f) for f in targets]
             for model, targets in settings.fallbacks.items()
         }
+
+    @cached_property
+    def local(self) -> LocalBackend:
+        """The local runners' backend (made when first asked for: a relay worker's gateway,
+        built over other backends, never makes one)."""
+        return LocalBackend(self.settings)
+
+    @property
+    def store(self) -> ModelStore:
+        """The model store: what ``pull``, ``create``, ``copy`` and ``delete`` change."""
+        return self.local.store
 
     async def start(self) -> None:
         """Start every backend."""

@@ -82,7 +82,7 @@ async def models(request: Request) -> Response:
     catalogue = [(b, e) for b, e in await gateway.catalogue() if key is None or key.allows(e.name)]
     local = [entry.name for backend, entry in catalogue if backend is gateway.local]
     facts, room = await asyncio.gather(
-        asyncio.to_thread(_local_facts, gateway.local.store, local, settings),
+        asyncio.to_thread(_local_facts, gateway.store, local, settings),
         asyncio.to_thread(_room, settings),
     )
     rows = []

@@ -95,7 +95,7 @@ async def copy(request: Request) -> Response:
     if not req.source or not req.destination:
         raise BadRequest("source and destination are required")
     ModelName.parse(req.destination)
-    store = _gateway(request).local.store
+    store = _gateway(request).store
     await asyncio.to_thread(store.copy, req.source, req.destination)
     return Response(status_code=200)
 
@@ -115,7 +115,7 @@ async def create(request: Request) -> Response:
     if req.quantize:
         raise BadRequest("quantize is not supported: create from an already quantized GGUF")
     spec = create_spec(req)
-    store = _gateway(request).local.store
+    store = _gateway(request).store
     records = await asyncio.to_thread(lambda: list(create_model(store, spec)))
     if req.stream is False:
         return Response(orjson.dumps(records[-1]), media_type=JSON)
@@ -181,7 +181,7 @@ def _apply_modelfile(spec: CreateSpec, mf: Modelfile) -> None:
 @router.head("/api/blobs/{digest}")
 async def blob_exists(request: Request, digest: str) -> Response:
     """200 when the store holds the blob, 404 otherwise."""
-    store = _gateway(request).local.store
+    store = _gateway(request).store
     found = await asyncio.to_thread(store.blobs.has, parse_digest(digest))
     return Response(status_code=200 if found else 404)
 
@@ -190,7 +190,7 @@ async def blob_exists(request: Request, digest: str) -> Response:
 async def blob_upload(request: Request, digest: str) -> Response:
     """Upload a blob; it is kept only if its SHA-256 matches ``digest`` (else 400)."""
     expected = parse_digest(digest)
-    blobs = _gateway(request).local.store.blobs
+    blobs = _gateway(request).store.blobs
     if await asyncio.to_thread(blobs.has, expected):
         return Response(status_code=201)
     writer = await asyncio.to_thread(blobs.writer)

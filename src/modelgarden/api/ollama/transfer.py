@@ -43,7 +43,7 @@ def puller(request: Request) -> Puller:
     state = app_state(request)
     if state.puller is None:
         state.puller = Puller(
-            state.gateway.local.store,
+            state.gateway.store,
             registry_url=state.settings.registry_url,
             hf_endpoint=state.settings.hf_endpoint,
         )
