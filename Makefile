@@ -11,7 +11,7 @@ CHROMIUM ?= /usr/bin/chromium
 REDIS    ?= /usr/bin/redis-server
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test serve test lint typecheck unit bench screenshots clean
+.PHONY: install install-test serve check test lint typecheck unit bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,19 +44,24 @@ install-test: $(VENV)/.installed-test $(CHROMIUM) $(REDIS)
 serve: install
 	OLLAMA_HOST=$${OLLAMA_HOST:-$(HOST)} $(BIN)/garden serve
 
-lint: install-test
+# Lint and types need the Python tools only: no browser, no Redis (so `make check` stays fast).
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks deploy loopback
 	$(BIN)/ruff format --check src tests benchmarks deploy loopback
 
-typecheck: install-test
+typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-## test: install, then lint, type-check and run the whole test suite
-test: lint typecheck
+## check: lint, type-check and the fast tier (tests/unit: in-process, fake backends and
+## runners, nothing compiled, no browser); under a minute
+check: lint typecheck
+	$(BIN)/python -m pytest -q tests/unit
+
+## test: install, then lint, type-check and run the whole test suite (what CI runs)
+test: install-test lint typecheck
 	$(BIN)/python -m pytest -q
 
-unit: install-test
-	$(BIN)/python -m pytest -q tests/unit
+unit: check
 
 ## screenshots: refresh the console's screenshots in docs/console/
 screenshots: install-test
