@@ -1,5 +1,6 @@
 """modelgarden: one gateway that is a drop-in Ollama server and an OpenAI-compatible server."""
 
+# The package's one version string: pyproject.toml reads it (dynamic = ["version"]).
 __version__ = "0.1.0"
 
 # The Ollama API version this gateway presents on /api/version. Clients such as Open WebUI,

@@ -8,7 +8,6 @@ where the translation documents how it is restored. Streams are in ``test_transl
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import json
 from typing import Any
@@ -575,8 +574,10 @@ def test_openai_image_parts_become_ollama_images() -> None:
 def test_malformed_base64_image_is_a_bad_request_not_a_crash() -> None:
     """An Ollama client's image that is not base64 must not escape as ``binascii.Error``."""
     msg = ChatMessage(role="user", content="look", images=["not base64!"])
-    with contextlib.suppress(BadRequest):
+    with pytest.raises(BadRequest, match="base64") as caught:
         oa.messages_out([msg])
+    assert caught.value.status == 400
+    assert caught.value.param == "images"
 
 
 def test_developer_role_is_read_as_system_and_text_parts_are_joined() -> None:
