@@ -13,7 +13,7 @@
 Every class option comes from :func:`class_options`, one function of the environment at
 deploy time; the same values are baked into the images' environment, so the module reads
 them back alike when Modal imports it again inside a container. The settings, the cost
-model and the expected cold start are in the README ("Deploying on Modal").
+model and the expected cold start are in docs/DEPLOY.md ("Modal").
 """
 
 from __future__ import annotations
