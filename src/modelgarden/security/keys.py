@@ -64,6 +64,8 @@ def digest(secret: str) -> str:
 
 #: Monotonic seconds: what the per-key buckets read the time from (a fake one in tests).
 Clock = Callable[[], float]
+#: Units a bucket may be short and still admit: float rounding, not a real shortfall.
+ROUNDING = 1e-9
 
 
 class Bucket:
@@ -84,9 +86,16 @@ class Bucket:
         self.stamp = now
 
     def wait(self, need: float = 1.0) -> float:
-        """Seconds until ``need`` units are there (0: now)."""
+        """Seconds until ``need`` units are there (0: now).
+
+        A level short of ``need`` by no more than a rounding error counts as there: a client
+        that waited the ``Retry-After`` it was given (this wait, rounded up) is admitted,
+        where the refill's float arithmetic would leave it a hair short (5 a minute for 48 s
+        refills 3.9999999999999996).
+        """
         self._refill()
-        return 0.0 if self.level >= need else (need - self.level) / self.per_second
+        short = need - self.level
+        return 0.0 if short <= ROUNDING else short / self.per_second
 
     def take(self, amount: float) -> None:
         """Spend units (the level may go below zero: the debt is waited out)."""
