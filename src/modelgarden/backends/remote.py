@@ -307,16 +307,24 @@ class RemoteBackend:
         body: bytes | None,
         headers: dict[str, str] | None = None,
     ) -> tuple[aiohttp.ClientResponse, Replica]:
-        """Send, retrying on another replica until a response starts (never after)."""
+        """Send, retrying on another replica until a response starts (never after).
+
+        A retry goes to a replica this call has not tried yet while there is one (in
+        :meth:`_order`), so one failing replica whose breaker is still closed does not take
+        every attempt while another could answer.
+        """
         assert self._session is not None
         last: GardenError = BackendUnavailable(f"backend '{self.name}' is unavailable")
+        tried: set[Replica] = set()
         for attempt in range(self.config.retries + 1):
-            replica = next((r for r in self._order() if r.breaker.allow()), None)
+            order = sorted(self._order(), key=lambda r: r in tried)  # stable: untried first
+            replica = next((r for r in order if r.breaker.allow()), None)
             if replica is None:
                 raise BackendUnavailable(
                     f"backend '{self.name}' is unavailable (circuit open)",
                     retry_after=self.config.breaker_cooldown,
                 )
+            tried.add(replica)
             replica.outstanding += 1
             try:
                 response = await self._attempt(method, url_of(replica), body, headers)

@@ -21,7 +21,7 @@ import hashlib
 import math
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -62,26 +62,40 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+#: Monotonic seconds: what the per-key buckets read the time from (a fake one in tests).
+Clock = Callable[[], float]
+#: Units a bucket may be short and still admit: float rounding, not a real shortfall.
+ROUNDING = 1e-9
+
+
 class Bucket:
     """A token bucket: ``rate`` units per minute, bursts up to ``rate``; may go negative."""
 
-    __slots__ = ("capacity", "level", "per_second", "stamp")
+    __slots__ = ("capacity", "clock", "level", "per_second", "stamp")
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, clock: Clock = time.monotonic) -> None:
         self.capacity = float(per_minute)
         self.per_second = per_minute / 60.0
         self.level = self.capacity
-        self.stamp = time.monotonic()
+        self.clock = clock
+        self.stamp = clock()
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self.level = min(self.capacity, self.level + (now - self.stamp) * self.per_second)
         self.stamp = now
 
     def wait(self, need: float = 1.0) -> float:
-        """Seconds until ``need`` units are there (0: now)."""
+        """Seconds until ``need`` units are there (0: now).
+
+        A level short of ``need`` by no more than a rounding error counts as there: a client
+        that waited the ``Retry-After`` it was given (this wait, rounded up) is admitted,
+        where the refill's float arithmetic would leave it a hair short (5 a minute for 48 s
+        refills 3.9999999999999996).
+        """
         self._refill()
-        return 0.0 if self.level >= need else (need - self.level) / self.per_second
+        short = need - self.level
+        return 0.0 if short <= ROUNDING else short / self.per_second
 
     def take(self, amount: float) -> None:
         """Spend units (the level may go below zero: the debt is waited out)."""
@@ -106,10 +120,12 @@ class Key:
     active: int = 0
     requests: Bucket | None = field(default=None, repr=False)
     tokens: Bucket | None = field(default=None, repr=False)
+    #: What its buckets read the time from (the :class:`KeyRing`'s clock).
+    clock: Clock = field(default=time.monotonic, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.requests = Bucket(self.rpm) if self.rpm else None
-        self.tokens = Bucket(self.tpm) if self.tpm else None
+        self.requests = Bucket(self.rpm, self.clock) if self.rpm else None
+        self.tokens = Bucket(self.tpm, self.clock) if self.tpm else None
 
     def update(self, fresh: Key) -> None:
         """Take a newer read of the same key; live counts stay, buckets follow new limits."""
@@ -171,10 +187,11 @@ class Key:
         }
 
 
-def _key(row: Sequence[Any]) -> tuple[str, Key]:
+def _key(row: Sequence[Any], clock: Clock = time.monotonic) -> tuple[str, Key]:
     (kid, name, scope, models, hashed, created, expires, revoked, rpm, tpm, conc) = row
     globs = [g for g in str(models).split(",") if g]
-    return hashed, Key(kid, name, scope, globs, created, expires, revoked, rpm, tpm, conc)
+    key = Key(kid, name, scope, globs, created, expires, revoked, rpm, tpm, conc, clock=clock)
+    return hashed, key
 
 
 async def count_keys(settings: Any) -> int:
@@ -232,8 +249,16 @@ class DatabaseOwner(Protocol):
 class KeyRing:
     """Owns the keys in memory (by hash), their limits, and their table in the database."""
 
-    def __init__(self, refresh: float = 5.0, shared: SharedLimits | None = None) -> None:
+    def __init__(
+        self,
+        refresh: float = 5.0,
+        shared: SharedLimits | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.refresh = refresh
+        #: What the per-key limits read the time from (monotonic seconds; a fake one in
+        #: tests): keys read from the database after it is set use it.
+        self.clock = clock
         #: Limits counted for every process in Redis (``None``: each process counts its own).
         self.shared = shared
         self.db: Database | None = None
@@ -290,7 +315,7 @@ class KeyRing:
         rows = await self.db.fetch(f"SELECT {COLUMNS} FROM api_keys")
         by_hash: dict[str, Key] = {}
         for row in rows:
-            hashed, key = _key(row)
+            hashed, key = _key(row, self.clock)
             old = self._by_id.get(key.id)
             if old is not None:
                 old.update(key)
