@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -252,9 +253,7 @@ async def fast_app(
     """The gateway's app over ``backends``, started and stopped by its own lifespan, with an
     ``httpx`` client on it; ``clock``: what per-key limits read the time from."""
     structlog.reset_defaults()  # an earlier test may have bound logging to a closed stream
-    app = create_app(settings, Gateway(settings, backends))
-    if clock is not None:
-        app.keys.clock = clock
+    app = create_app(settings, Gateway(settings, backends), clock=clock or time.monotonic)
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:11434"
     )

@@ -195,6 +195,7 @@ def create_app(
     gateway: Gateway | None = None,
     role: ProcessRole | None = None,
     tracing: Tracing | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastPath:
     """Build the gateway's ASGI app.
 
@@ -202,6 +203,7 @@ def create_app(
     --workers N``: the primary's relay workers, or a relay worker's link to its primary;
     see :mod:`modelgarden.workers`), started and stopped with the app. ``tracing``: where
     spans go; by default as the ``OTEL_*`` variables say (off unless an OTLP endpoint is set).
+    ``clock``: what the per-key limits read the time from (a test's fake clock).
     """
     gw = gateway or Gateway(settings)
     telemetry = Telemetry(settings, gw.describe, tracing or Tracing.from_environment())
@@ -210,7 +212,7 @@ def create_app(
         if (settings.redis_url)
         else None
     )
-    keys = KeyRing(shared=shared)
+    keys = KeyRing(shared=shared, clock=clock)
     if shared is not None:
         telemetry.metrics.registry.register(SharedLimitsCollector(shared))
     telemetry.hooks.append(keys.spend_record)
