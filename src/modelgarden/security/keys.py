@@ -28,10 +28,12 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from modelgarden.db import Database, DatabaseError
+from modelgarden.config import Settings
+from modelgarden.db import Database, DatabaseError, connect
 from modelgarden.durations import parse_go_duration
 from modelgarden.errors import BadRequest, RateLimited
 from modelgarden.security.shared import SharedLimits, Unreachable
+from modelgarden.telemetry.record import RequestRecord
 
 log = structlog.get_logger(__name__)
 Scope = Literal["user", "admin"]
@@ -194,11 +196,9 @@ def _key(row: Sequence[Any], clock: Clock = time.monotonic) -> tuple[str, Key]:
     return hashed, key
 
 
-async def count_keys(settings: Any) -> int:
+async def count_keys(settings: Settings) -> int:
     """How many keys, usable or not, the settings' database holds (opened and closed here):
     any key at all means the gateway asks for one."""
-    from modelgarden.db import connect
-
     db = await connect(settings.database_url, settings.models_dir)
     try:
         await db.ensure_schema(SCHEMA)
@@ -334,7 +334,7 @@ class KeyRing:
         """Every key, oldest first."""
         return sorted(self._by_id.values(), key=lambda k: k.created_at)
 
-    def spend_record(self, record: Any) -> None:
+    def spend_record(self, record: RequestRecord) -> None:
         """A finished request's tokens (a telemetry record) against its key."""
         if record.key_id is not None:
             self.spend(record.key_id, (record.prompt_tokens or 0) + (record.completion_tokens or 0))
