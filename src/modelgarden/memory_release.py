@@ -131,12 +131,18 @@ class MemoryRelease:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.tick)
-            now = loop.time()
-            if self.due(now):
-                assert self._busy_at is not None
-                done = await self.release(now - self._busy_at)
-                if self._next == len(self.passes) and self.settled is not None:
-                    self.settled(done)
+            await self.look(loop.time())
+
+    async def look(self, now: float) -> Release | None:
+        """One look at ``now`` (event-loop time): the clean-up, if one is due, and after the
+        last one of an idle period, ``settled`` with it."""
+        if not self.due(now):
+            return None
+        assert self._busy_at is not None
+        done = await self.release(now - self._busy_at)
+        if self._next == len(self.passes) and self.settled is not None:
+            self.settled(done)
+        return done
 
     def due(self, now: float) -> bool:
         """Whether a clean-up is due at ``now`` (event-loop time); notes requests in flight."""

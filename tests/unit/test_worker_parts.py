@@ -110,24 +110,17 @@ def test_a_worker_asks_to_retire_once_when_it_settles_above_its_start() -> None:
 
 
 async def test_memory_release_calls_settled_after_the_last_pass_only() -> None:
-    in_flight: set[object] = set()
-    keeper = MemoryRelease(in_flight, passes=(0.05, 0.15), tick=0.02)
+    keeper = MemoryRelease(set(), passes=(5.0, 35.0))
     settled: list[Release] = []
     keeper.settled = settled.append
-    keeper.start()
-    assert keeper.start_rss > 0
-    keeper.served(None)  # a request finished: an idle period begins
-
-    async def releases(count: int) -> int:
-        for _ in range(1000):  # 10 s at most
-            if keeper.releases >= count:
-                break
-            await asyncio.sleep(0.01)
-        return keeper.releases
-
-    assert await releases(1) == 1
+    keeper.served(None)  # a request finished: an idle period begins at the next look
+    assert await keeper.look(100.0) is None
+    assert await keeper.look(104.9) is None  # quiet, but not for the first pass's 5 s yet
+    first = await keeper.look(105.0)
+    assert first is not None and keeper.releases == 1
     assert settled == []  # the first pass is not the last
-    assert await releases(2) == 2
-    await asyncio.sleep(0.1)
-    await keeper.close()
-    assert keeper.releases == 2 and settled == [keeper.last]
+    assert await keeper.look(134.9) is None
+    last = await keeper.look(135.0)
+    assert last is not None and settled == [last]
+    assert await keeper.look(500.0) is None  # nothing more until requests come and go
+    assert keeper.releases == 2
