@@ -116,17 +116,15 @@ class FastPath:
         self,
         full: FastAPI,
         hot: dict[str, Endpoint],
-        settings: Settings,
-        keys: KeyRing,
-        garden: AppState,
-        forward: Forward | None = None,
+        state: AppState,
     ) -> None:
         self.full = full
         self.hot = hot
+        self.garden = state
+        settings, keys = state.settings, state.keys
         self.keys = keys
-        self.garden = garden
         #: In a relay worker: where every request it does not answer itself goes.
-        self.forward = forward
+        self.forward: Forward | None = state.role.forward if state.role is not None else None
         exposed = not is_loopback_bind(settings.bind[0]) and not settings.insecure
         self.guard = Guard(
             Auth(self._route, keys, send_error, exposed=exposed),
@@ -264,8 +262,7 @@ def create_app(
         app.include_router(router)
     console.mount(app)
     install_schemas(app)
-    forward = role.forward if role is not None else None
-    return FastPath(app, HOT_ROUTES, settings, keys, state, forward)
+    return FastPath(app, HOT_ROUTES, state)
 
 
 ROUTERS = (
