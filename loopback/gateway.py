@@ -17,14 +17,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 DEFAULT_MODEL = "smollm2:135m"
+
+
+class Sampling(TypedDict):
+    """Sampling options that every family's client takes (as Ollama options or as keywords
+    of the OpenAI client's ``create``)."""
+
+    temperature: float
+    seed: int
+
+
 #: Deterministic sampling for every test that generates text.
-GREEDY = {"temperature": 0, "seed": 42}
+GREEDY: Sampling = {"temperature": 0, "seed": 42}
 
 
 def free_port() -> int:

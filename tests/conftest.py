@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from loopback.gateway import (
@@ -36,6 +37,7 @@ __all__ = [
     "Samples",
     "clean_env",
     "free_port",
+    "present",
     "runner_processes",
     "scrape",
     "start_server",
@@ -43,6 +45,18 @@ __all__ = [
     "value",
     "wait_until",
 ]
+
+T = TypeVar("T")
+
+
+def present(items: Iterable[T | None]) -> list[T]:
+    """Fields a client's types call optional (a listing's names, a stream's pieces) that the
+    test expects every one of to be there."""
+    found: list[T] = []
+    for item in items:
+        assert item is not None
+        found.append(item)
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import asyncio
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -55,7 +55,10 @@ class LocalCalls:
 
     async def stream(self, call: dict[str, Any]) -> AsyncIterator[Any]:
         self.calls.append(call)
-        items: Iterator[Any] = await asyncio.to_thread(self.instance.stream.local, call)
+        # the class's stream method is a generator function: a generator, which close() ends
+        items: Generator[Any, None, None] = await asyncio.to_thread(
+            self.instance.stream.local, call
+        )
         try:
             while (item := await asyncio.to_thread(next, items, _END)) is not _END:
                 yield item

@@ -32,6 +32,7 @@ from benchmarks.reliability.harness import (
     stubs,
 )
 from loopback.gateway import DEFAULT_MODEL, GardenServer, scrape
+from openai.types.chat import ChatCompletionMessageParam
 
 from modelgarden.memory_release import PASSES
 
@@ -244,7 +245,7 @@ def load_stub(scale: Scale, work: Path) -> Result:
 
 async def _model_load(server: GardenServer, n: int, tokens: int) -> tuple[list[str], list[str]]:
     options = {"num_predict": tokens, "temperature": 0, "seed": 42}
-    messages = [{"role": "user", "content": "Name a color."}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Name a color."}]
     oc = ollama.AsyncClient(host=server.url, timeout=600)
     ai = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", timeout=600)
 
@@ -258,7 +259,7 @@ async def _model_load(server: GardenServer, n: int, tokens: int) -> tuple[list[s
     async def via_openai() -> str:
         stream = await ai.chat.completions.create(
             model=DEFAULT_MODEL,
-            messages=messages,  # type: ignore[arg-type]
+            messages=messages,
             max_tokens=tokens,
             temperature=0,
             seed=42,

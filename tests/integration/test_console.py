@@ -23,7 +23,7 @@ import httpx
 import ollama
 import pytest
 from loopback.registry import RegistryServer
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from modelgarden.store.default import find_default_gguf
 from modelgarden.store.store import MEDIA_MODEL, MEDIA_PARAMS
@@ -31,8 +31,8 @@ from tests.conftest import DEFAULT_MODEL, GardenServer, free_port, start_server,
 from tests.integration.test_telemetry import request_lines
 
 CHROMIUM = Path("/usr/bin/chromium")
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 SHOTS = os.environ.get("GARDEN_SCREENSHOTS")
 
 
@@ -218,11 +218,14 @@ def test_load_pin_and_unload(page: Page, server: GardenServer) -> None:
     first = countdown.inner_text()
     expect(countdown).not_to_have_text(first)  # it counts down, live
     assert [m.model for m in loaded(server)] == [DEFAULT_MODEL]
-    expect(row.locator("[data-field=memory]")).to_have_text(human(loaded(server)[0].size))
+    size = loaded(server)[0].size
+    assert size is not None
+    expect(row.locator("[data-field=memory]")).to_have_text(human(size))
 
     card(page, "installed", DEFAULT_MODEL).get_by_role("button", name="Pin").click()
     expect(row.locator("[data-field=expires]")).to_have_text("never (pinned)")
-    assert loaded(server)[0].expires_at.year > 2100
+    expires_at = loaded(server)[0].expires_at
+    assert expires_at is not None and expires_at.year > 2100
 
     row.get_by_role("button", name="Unload").click()
     expect(page.locator("#loaded")).to_contain_text("No model is loaded")
@@ -488,7 +491,9 @@ def test_the_console_asks_for_a_key_once_and_keeps_it(
     page.reload()  # the same tab keeps its key: no second prompt
     expect(card(page, "installed", DEFAULT_MODEL)).to_be_visible()
     expect(dialog).to_be_hidden()
-    fresh = page.context.browser.new_context(viewport=DESKTOP).new_page()  # type: ignore[union-attr]
+    browser = page.context.browser
+    assert browser is not None
+    fresh = browser.new_context(viewport=DESKTOP).new_page()
     fresh.goto(server.url + "/ui/#models")
     expect(fresh.locator("#key-dialog")).to_be_visible()  # another session asks again
     fresh.context.close()

@@ -14,15 +14,23 @@ import base64
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx
 import ollama
 import openai
 import pytest
+from anthropic.types import ContentBlockParam, ImageBlockParam, MessageParam, ThinkingConfigParam
 
-from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, start_server, stop_and_check
+from tests.conftest import (
+    DEFAULT_MODEL,
+    GREEDY,
+    GardenServer,
+    present,
+    start_server,
+    stop_and_check,
+)
 from tests.tiny_models import (
     THINK_ANSWER,
     png_bytes,
@@ -168,7 +176,7 @@ def test_reasoning_comes_back_apart_from_the_answer(tiny: GardenServer) -> None:
     assert whole.message.thinking == "I think" and whole.message.content == "The answer"
     parts = list(client.chat("thinker", messages=messages, options=GREEDY, stream=True))
     assert "".join(p.message.thinking or "" for p in parts) == "I think"  # on by default
-    assert "".join(p.message.content for p in parts) == "The answer"
+    assert "".join(present(p.message.content for p in parts)) == "The answer"
     gen = client.generate("thinker", "hi", options=GREEDY)
     assert gen.thinking == "I think" and gen.response == "The answer"
     off = client.chat("thinker", messages=messages, think=False, options=GREEDY)
@@ -193,15 +201,16 @@ def test_reasoning_content_on_the_openai_api(tiny: GardenServer) -> None:
 
 def test_thinking_blocks_on_the_anthropic_api(tiny: GardenServer) -> None:
     client = anthropic.Anthropic(base_url=tiny.url, api_key="unused", max_retries=0)
-    hi: Any = [{"role": "user", "content": "hi"}]
-    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    hi: list[MessageParam] = [{"role": "user", "content": "hi"}]
+    thinking: ThinkingConfigParam = {"type": "enabled", "budget_tokens": 1024}
     greedy = {"temperature": 0}
     reply = client.messages.create(
         model="thinker", max_tokens=64, messages=hi, thinking=thinking, extra_body=greedy
     )
     assert [b.type for b in reply.content] == ["thinking", "text"]
-    assert reply.content[0].thinking == "I think"  # type: ignore[union-attr]
-    assert reply.content[1].text == "The answer"  # type: ignore[union-attr]
+    reasoning, answer = reply.content
+    assert reasoning.type == "thinking" and reasoning.thinking == "I think"
+    assert answer.type == "text" and answer.text == "The answer"
     with client.messages.stream(
         model="thinker", max_tokens=64, messages=hi, thinking=thinking, extra_body=greedy
     ) as stream:
@@ -212,14 +221,19 @@ def test_thinking_blocks_on_the_anthropic_api(tiny: GardenServer) -> None:
     assert "".join(d.text for d in deltas if d.type == "text_delta") == "The answer"
     assert [b.model_dump() for b in final.content] == [b.model_dump() for b in reply.content]
     # The thinking block goes back with the conversation, as Claude Code sends it.
-    turn = {"role": "assistant", "content": [b.model_dump() for b in reply.content]}
+    # (the blocks as the dicts the SDK's own models dump to)
+    turn: MessageParam = {
+        "role": "assistant",
+        "content": [cast(ContentBlockParam, b.model_dump()) for b in reply.content],
+    }
     again = client.messages.create(
         model="thinker",
         max_tokens=64,
         messages=[*hi, turn, {"role": "user", "content": "and?"}],
         extra_body=greedy,
     )
-    assert again.content[-1].text == "The answer"  # type: ignore[union-attr]
+    last = again.content[-1]
+    assert last.type == "text" and last.text == "The answer"
     off = client.messages.create(
         model="thinker",
         max_tokens=64,
@@ -228,21 +242,26 @@ def test_thinking_blocks_on_the_anthropic_api(tiny: GardenServer) -> None:
         extra_body=greedy,
     )
     assert [b.type for b in off.content] == ["text"]  # not parsed when off, as in Ollama
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    image: ImageBlockParam = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+    }
     seen = client.messages.create(
         model="seer",
         max_tokens=64,
         messages=[{"role": "user", "content": [image, {"type": "text", "text": "what?"}]}],
         extra_body=greedy,
     )
-    assert seen.content[0].text == "<think>I think</think>The answer"  # type: ignore[union-attr]
+    first = seen.content[0]
+    assert first.type == "text" and first.text == "<think>I think</think>The answer"
     with pytest.raises(anthropic.BadRequestError) as info:
         client.messages.create(
             model="thinker",
             max_tokens=8,
             messages=[{"role": "user", "content": [image]}],
         )
-    assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    body = info.value.body
+    assert isinstance(body, dict) and body["error"]["type"] == "invalid_request_error"
 
 
 def test_reasoning_items_on_the_responses_api(tiny: GardenServer) -> None:

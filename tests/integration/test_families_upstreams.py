@@ -17,6 +17,9 @@ import httpx
 import ollama
 import openai
 import pytest
+from anthropic.types import Message, MessageParam, ToolParam
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.responses import FunctionToolParam
 
 from tests.anthropic_stub import AFTER_TOOL, TEXT, AnthropicStub
 from tests.conftest import DEFAULT_MODEL, GardenServer, scrape, start_server, stop_and_check, value
@@ -26,19 +29,31 @@ OR_KEY = "sk-or-test-key"
 ANT_KEY = "sk-ant-test-key"
 LLAMA = "meta-llama/llama-3.1-8b-instruct"
 CLAUDE = "claude-sonnet-4-5-20250929"
-HI = [{"role": "user", "content": "Say hello."}]
+HI: list[MessageParam] = [{"role": "user", "content": "Say hello."}]
+#: HI for the OpenAI client's chat completions
+HI_CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 GREEDY = {"temperature": 0}
-WEATHER_FN = {
+CITY: dict[str, object] = {"type": "object", "properties": {"city": {"type": "string"}}}
+#: A function tool as clients send it, without "strict": the SDK's FunctionToolParam requires
+#: that key, the API does not (and nothing here reads it).
+WEATHER_FN: FunctionToolParam = {  # type: ignore[typeddict-item]
     "type": "function",
     "name": "get_weather",
     "description": "Get the weather",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    "parameters": CITY,
 }
-CLAUDE_WEATHER = {
+CLAUDE_WEATHER: ToolParam = {
     "name": "get_weather",
     "description": "Get the weather",
-    "input_schema": WEATHER_FN["parameters"],
+    "input_schema": CITY,
 }
+
+
+def text_of(message: Message) -> str:
+    """The text of a message's first block, which the test expects to be a text block."""
+    block = message.content[0]
+    assert block.type == "text"
+    return block.text
 
 
 @dataclass
@@ -112,38 +127,38 @@ def test_messages_through_an_ollama_upstream_say_what_the_model_says(up: Upstrea
     direct = anthropic.Anthropic(base_url=up.garden.url, api_key="x", max_retries=0)
     want = direct.messages.create(
         model=DEFAULT_MODEL, max_tokens=12, messages=HI, extra_body=GREEDY
-    )  # type: ignore[arg-type]
+    )
     client = up.anthropic()
     chats = _upstream_requests(up, "ollama", "/api/chat")
     whole = client.messages.create(
         model=DEFAULT_MODEL, max_tokens=12, messages=HI, extra_body=GREEDY
-    )  # type: ignore[arg-type]
-    assert whole.content[0].text == want.content[0].text  # type: ignore[union-attr]
+    )
+    assert text_of(whole) == text_of(want)
     assert _upstream_requests(up, "ollama", "/api/chat") == chats + 1  # translated
     with client.messages.stream(
         model=DEFAULT_MODEL,
         max_tokens=12,
         messages=HI,
-        extra_body=GREEDY,  # type: ignore[arg-type]
+        extra_body=GREEDY,
     ) as stream:
-        assert "".join(stream.text_stream) == want.content[0].text  # type: ignore[union-attr]
-    count = client.messages.count_tokens(model=DEFAULT_MODEL, messages=HI)  # type: ignore[arg-type]
+        assert "".join(stream.text_stream) == text_of(want)
+    count = client.messages.count_tokens(model=DEFAULT_MODEL, messages=HI)
     assert count.input_tokens == want.usage.input_tokens
     relayed = _upstream_requests(up, "anthropic", "/v1/messages")
-    again = client.messages.create(model="relayed", max_tokens=12, messages=HI, extra_body=GREEDY)  # type: ignore[arg-type]
-    assert again.content[0].text == want.content[0].text  # type: ignore[union-attr]
+    again = client.messages.create(model="relayed", max_tokens=12, messages=HI, extra_body=GREEDY)
+    assert text_of(again) == text_of(want)
     assert _upstream_requests(up, "anthropic", "/v1/messages") == relayed + 1  # bytes relayed
     with client.messages.stream(
         model="relayed",
         max_tokens=12,
         messages=HI,
-        extra_body=GREEDY,  # type: ignore[arg-type]
+        extra_body=GREEDY,
     ) as stream:
-        assert stream.get_final_message().content[0].text == want.content[0].text  # type: ignore[union-attr]
+        assert text_of(stream.get_final_message()) == text_of(want)
     assert (
         client.messages.count_tokens(model="relayed", messages=HI).input_tokens
         == count.input_tokens
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_thinking_asked_of_a_model_that_cannot_think_upstream_is_dropped(up: Upstreams) -> None:
@@ -153,7 +168,7 @@ def test_thinking_asked_of_a_model_that_cannot_think_upstream_is_dropped(up: Ups
     reply = up.anthropic().messages.create(
         model=DEFAULT_MODEL,
         max_tokens=4,
-        messages=HI,  # type: ignore[arg-type]
+        messages=HI,
         thinking={"type": "enabled", "budget_tokens": 1024},
     )
     assert [b.type for b in reply.content] == ["text"]
@@ -198,22 +213,24 @@ def test_responses_and_messages_on_an_openai_upstream(up: Upstreams) -> None:
     events = list(client.responses.create(model=LLAMA, input="hi", stream=True))
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert deltas.strip() == "Hello from the stand-in." and events[-1].type == "response.completed"
-    called = client.responses.create(model=LLAMA, input="weather?", tools=[WEATHER_FN])  # type: ignore[list-item]
+    called = client.responses.create(model=LLAMA, input="weather?", tools=[WEATHER_FN])
     call = next(item for item in called.output if item.type == "function_call")
     assert call.call_id == "call_abc123" and json.loads(call.arguments) == {"city": "Paris"}
     sent = up.openrouter.requests[-1]["body"]
     assert sent["tools"][0]["function"]["name"] == "get_weather"
     claude = up.anthropic()
-    message = claude.messages.create(model=LLAMA, max_tokens=20, messages=HI)  # type: ignore[arg-type]
-    assert message.content[0].text == "Hello from the stand-in."  # type: ignore[union-attr]
+    message = claude.messages.create(model=LLAMA, max_tokens=20, messages=HI)
+    assert text_of(message) == "Hello from the stand-in."
     with claude.messages.stream(
         model=LLAMA,
         max_tokens=20,
         messages=HI,
-        tools=[CLAUDE_WEATHER],  # type: ignore[arg-type, list-item]
+        tools=[CLAUDE_WEATHER],
     ) as stream:
         final = stream.get_final_message()
-    assert final.stop_reason == "tool_use" and final.content[-1].input == {"city": "Paris"}  # type: ignore[union-attr]
+    use = final.content[-1]
+    assert final.stop_reason == "tool_use" and use.type == "tool_use"
+    assert use.input == {"city": "Paris"}
     sent_headers = [
         r["headers"].get("Authorization") for r in up.openrouter.requests if "body" in r
     ]
@@ -225,19 +242,21 @@ def test_responses_and_messages_on_an_openai_upstream(up: Upstreams) -> None:
 
 def test_anthropic_clients_are_relayed_with_the_gateways_key(up: Upstreams) -> None:
     client = up.anthropic(default_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"})
-    whole = client.messages.create(model=CLAUDE, max_tokens=64, messages=HI)  # type: ignore[arg-type]
+    whole = client.messages.create(model=CLAUDE, max_tokens=64, messages=HI)
     assert whole.id == "msg_01XFDUDYJgAACzvnptvVoYEL"  # Anthropic's own answer, bytes relayed
-    assert whole.content[0].text == TEXT and whole.usage.input_tokens == 12  # type: ignore[union-attr]
+    assert text_of(whole) == TEXT and whole.usage.input_tokens == 12
     with client.messages.stream(
         model=CLAUDE,
         max_tokens=4096,
-        messages=HI,  # type: ignore[arg-type]
+        messages=HI,
         thinking={"type": "enabled", "budget_tokens": 1024},
     ) as stream:
         final = stream.get_final_message()
     assert [b.type for b in final.content] == ["thinking", "text"]
-    assert final.content[0].signature == "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"  # type: ignore[union-attr]
-    count = client.messages.count_tokens(model=CLAUDE, messages=HI)  # type: ignore[arg-type]
+    thinking = final.content[0]
+    assert thinking.type == "thinking"
+    assert thinking.signature == "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"
+    count = client.messages.count_tokens(model=CLAUDE, messages=HI)
     assert count.input_tokens == 14
     seen = [r["headers"] for r in up.claude.requests if r["path"].startswith("/v1/messages")]
     assert seen and all(h.get("x-api-key") == ANT_KEY for h in seen)
@@ -264,7 +283,7 @@ def test_claude_behind_ollama_openai_and_responses_clients(up: Upstreams) -> Non
     tools = [
         {
             "type": "function",
-            "function": {"name": "get_weather", "parameters": WEATHER_FN["parameters"]},
+            "function": {"name": "get_weather", "parameters": CITY},
         }
     ]
     called = oll.chat(CLAUDE, messages=HI, tools=tools)
@@ -287,7 +306,7 @@ def test_claude_behind_ollama_openai_and_responses_clients(up: Upstreams) -> Non
     result = {"type": "tool_result", "tool_use_id": use["id"], "content": "sunny"}
     assert sent_turns[-1] == {"role": "user", "content": [result]}
     client = up.openai()
-    chat = client.chat.completions.create(model=CLAUDE, messages=HI)  # type: ignore[arg-type]
+    chat = client.chat.completions.create(model=CLAUDE, messages=HI_CHAT)
     assert chat.choices[0].message.content == TEXT
     response = client.responses.create(model=CLAUDE, input="hi", reasoning={"effort": "high"})
     assert [item.type for item in response.output] == ["reasoning", "message"]
@@ -299,9 +318,10 @@ def test_an_overloaded_anthropic_upstream_is_each_familys_error(up: Upstreams) -
     up.claude.overloaded = True
     try:
         with pytest.raises(anthropic.APIStatusError) as info:
-            up.anthropic().messages.create(model=CLAUDE, max_tokens=8, messages=HI)  # type: ignore[arg-type]
+            up.anthropic().messages.create(model=CLAUDE, max_tokens=8, messages=HI)
         assert info.value.status_code == 529
-        assert info.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+        body = info.value.body
+        assert isinstance(body, dict) and body["error"]["type"] == "overloaded_error"
         with pytest.raises(openai.InternalServerError) as oinfo:
             up.openai().responses.create(model=CLAUDE, input="hi")
         assert oinfo.value.status_code == 503

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -93,7 +93,7 @@ def status_of(answer: bytes) -> int:
 
 
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory) -> GardenServer:
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GardenServer]:
     """A gateway with short deadlines and few connections, so the tests take seconds."""
     from tests.conftest import start_server, stop_and_check
 
@@ -104,7 +104,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> GardenServer:
         GARDEN_MAX_CONNECTIONS="8",
         GARDEN_DEFAULT_MODEL="",
     )
-    yield server  # type: ignore[misc]
+    yield server
     stop_and_check(server)
 
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
 import httpx
@@ -191,6 +191,7 @@ def test_a_client_that_leaves_the_queue_frees_its_place(
                 queued = asyncio.ensure_future(http.post("/api/generate", json=short))
                 await asyncio.to_thread(server.wait_queue, 1)
                 assert not queued.done()
+                assert isinstance(lines, AsyncGenerator)  # httpx's aiter_lines() is one
                 await lines.aclose()
             return (await queued).status_code
 

@@ -28,6 +28,7 @@ import ollama
 import openai
 import pytest
 from loopback.registry import RegistryServer
+from openai.types.chat import ChatCompletionMessageParam
 
 from modelgarden.store.default import find_default_gguf
 from tests.conftest import DEFAULT_MODEL, GREEDY, runner_processes
@@ -35,7 +36,7 @@ from tests.modal_local import LocalCalls, import_modal_app, serve
 
 MEDIA_MODEL = "application/vnd.ollama.image.model"
 
-HELLO = [{"role": "user", "content": "Say hello."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,8 @@ def test_class_methods_run_locally(gpu: LocalCalls, gpu_env: Path) -> None:
     call = {"method": "POST", "path": "/api/chat", "headers": {}, "body": body.encode()}
     items = gpu.instance.stream.local(call)
     assert inspect.isgenerator(items)
-    head, *chunks = list(items)
+    records: list[Any] = list(items)  # its head (a dict), then the body's bytes
+    head, *chunks = records
     assert head["status"] == 200 and "ndjson" in head["headers"]["content-type"]
     lines = b"".join(chunks).splitlines()
     assert len(lines) > 2 and json.loads(lines[-1])["done"] is True
@@ -310,7 +312,7 @@ def test_a_slow_start_keeps_the_connection_alive(modal_app: ModuleType, gpu_env:
             reply = ollama.Client(host=url).generate(
                 DEFAULT_MODEL, "1, 2, 3,", raw=True, options={**GREEDY, "num_predict": 3}
             )
-            assert reply.done and " 4" in reply.response
+            assert reply.done and reply.response is not None and " 4" in reply.response
             assert calls.wakes() == 1
     finally:
         calls.stop()

@@ -73,7 +73,7 @@ def test_generate_counts_and_content(client: ollama.Client) -> None:
         raw=True,
         options={**GREEDY, "num_predict": 12},
     )
-    assert " 6" in reply.response
+    assert reply.response is not None and " 6" in reply.response
     assert reply.done and reply.done_reason == "length"
     assert reply.eval_count == 12
     assert reply.prompt_eval_count and reply.prompt_eval_count >= 9
@@ -83,10 +83,12 @@ def test_generate_counts_and_content(client: ollama.Client) -> None:
 
 
 def test_generate_streamed_equals_whole(client: ollama.Client) -> None:
-    kwargs = {"options": {**GREEDY, "num_predict": 24}}
-    whole = client.generate(DEFAULT_MODEL, "Write one sentence about the sea.", **kwargs)
+    options = {**GREEDY, "num_predict": 24}
+    whole = client.generate(DEFAULT_MODEL, "Write one sentence about the sea.", options=options)
     chunks = list(
-        client.generate(DEFAULT_MODEL, "Write one sentence about the sea.", stream=True, **kwargs)
+        client.generate(
+            DEFAULT_MODEL, "Write one sentence about the sea.", stream=True, options=options
+        )
     )
     assert all(not c.done for c in chunks[:-1]) and chunks[-1].done
     assert "".join(c.response or "" for c in chunks) == whole.response
@@ -130,6 +132,7 @@ def test_format_json(client: ollama.Client) -> None:
         format="json",
         options={**GREEDY, "num_predict": 60},
     )
+    assert reply.response is not None
     assert isinstance(json.loads(reply.response), dict | list)
 
 
@@ -204,7 +207,7 @@ def test_create_from_gguf_copy_and_delete(client: ollama.Client) -> None:
     reply = client.generate(
         "uploaded:v1", "1, 2, 3,", raw=True, options={**GREEDY, "num_predict": 4}
     )
-    assert " 4" in reply.response
+    assert reply.response is not None and " 4" in reply.response
     client.copy("uploaded:v1", "copied:v2")
     assert {"uploaded:v1", "copied:v2"} <= {m.model for m in client.list().models}
     client.delete("uploaded:v1")

@@ -6,16 +6,22 @@ import base64
 import json
 import math
 import time
+from typing import TypedDict, cast
 
 import httpx
 import numpy as np
 import ollama
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 
 from tests.conftest import DEFAULT_MODEL, GardenServer
 
-WEATHER = {
+WEATHER: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -27,7 +33,14 @@ WEATHER = {
         },
     },
 }
-GREEDY = {"temperature": 0, "seed": 42}
+
+
+class Sampling(TypedDict):
+    temperature: float
+    seed: int
+
+
+GREEDY: Sampling = {"temperature": 0, "seed": 42}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +49,9 @@ def client(garden: GardenServer) -> openai.OpenAI:
 
 
 def test_chat_streamed_equals_whole(client: openai.OpenAI) -> None:
-    messages = [{"role": "user", "content": "Name three colours."}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Name three colours."}
+    ]
     whole = client.chat.completions.create(
         model=DEFAULT_MODEL, messages=messages, max_tokens=24, **GREEDY
     )
@@ -66,31 +81,33 @@ def test_chat_streamed_equals_whole(client: openai.OpenAI) -> None:
 
 
 def test_tool_call_round_trip(client: openai.OpenAI) -> None:
-    messages: list[dict[str, object]] = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "What is the weather in Paris?"}
     ]
     reply = client.chat.completions.create(
         model=DEFAULT_MODEL,
-        messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
+        messages=messages,
+        tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         **GREEDY,
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
     (call,) = choice.message.tool_calls or []
-    assert call.function.name == "get_weather"  # type: ignore[union-attr]
-    arguments = json.loads(call.function.arguments)  # type: ignore[union-attr]
+    assert call.type == "function"
+    assert call.function.name == "get_weather"
+    arguments = json.loads(call.function.arguments)
     assert isinstance(arguments["city"], str)
     assert call.id.startswith("call_")
     messages += [
-        choice.message.model_dump(exclude_none=True),
+        # the reply's message as the dict the SDK's own models dump to
+        cast(ChatCompletionAssistantMessageParam, choice.message.model_dump(exclude_none=True)),
         {"role": "tool", "tool_call_id": call.id, "content": "22 degrees and sunny"},
     ]
     answer = client.chat.completions.create(
         model=DEFAULT_MODEL,
-        messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
+        messages=messages,
+        tools=[WEATHER],
         tool_choice="none",
         max_tokens=24,
         **GREEDY,
@@ -103,20 +120,22 @@ def test_streamed_tool_call(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
         model=DEFAULT_MODEL,
         messages=[{"role": "user", "content": "Weather in Rome?"}],
-        tools=[WEATHER],  # type: ignore[list-item]
+        tools=[WEATHER],
         tool_choice="required",
         stream=True,
         **GREEDY,
     )
     chunks = list(stream)
     calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
-    assert [tc.function.name for tc in calls] == ["get_weather"]  # type: ignore[union-attr]
-    assert json.loads(calls[0].function.arguments)["city"]  # type: ignore[union-attr]
+    assert [tc.function.name if tc.function else None for tc in calls] == ["get_weather"]
+    function = calls[0].function
+    assert function is not None and function.arguments is not None
+    assert json.loads(function.arguments)["city"]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
 def test_json_schema_response_parses(client: openai.OpenAI) -> None:
-    schema = {
+    schema: dict[str, object] = {
         "type": "object",
         "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
         "required": ["name", "age"],
@@ -189,7 +208,7 @@ def test_errors_are_openai_shaped(client: openai.OpenAI) -> None:
             model="no-such-model", messages=[{"role": "user", "content": "x"}]
         )
     assert missing.value.code == "model_not_found"
-    bad_requests = [
+    bad_requests: list[dict[str, object]] = [
         {"n": 2},
         {"messages": []},
         {"tool_choice": "sometimes"},
@@ -210,6 +229,7 @@ def test_errors_are_openai_shaped(client: openai.OpenAI) -> None:
         }
         body.update(extra)
         with pytest.raises(openai.BadRequestError) as bad:
+            # bodies the SDK's types refuse, on purpose: the gateway must answer them with a 400
             client.chat.completions.create(**body)  # type: ignore[call-overload]
         assert isinstance(bad.value.body, dict) and bad.value.body.get("message")
 
@@ -223,7 +243,9 @@ def test_logprobs(client: openai.OpenAI) -> None:
         top_logprobs=2,
         **GREEDY,
     )
-    content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
+    logprobs = reply.choices[0].logprobs
+    assert logprobs is not None
+    content = logprobs.content
     assert content is not None and len(content) == 3
     first = content[0]
     assert first.logprob <= 0 and len(first.top_logprobs) == 2

@@ -163,7 +163,7 @@ def test_stream_false_missing_models_and_unreachable_registries(
     dead = f"127.0.0.1:{free_port()}/library/smol:test"
     for stream in (False, True):
         with pytest.raises(ollama.ResponseError) as refused:
-            list(client.pull(dead, insecure=True, stream=stream))  # type: ignore[call-overload]
+            list(client.pull(dead, insecure=True, stream=stream))
         assert refused.value.status_code == 502
         assert "cannot reach registry" in refused.value.error
         assert "connection refused" in refused.value.error

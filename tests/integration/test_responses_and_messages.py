@@ -10,33 +10,48 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any
+from typing import cast
 
 import anthropic
 import httpx
 import openai
 import pytest
+from anthropic.types import ContentBlockParam, ImageBlockParam, MessageParam, ToolParam
+from openai.types.responses import (
+    EasyInputMessageParam,
+    FunctionToolParam,
+    ResponseCompletedEvent,
+    ResponseFunctionToolCallParam,
+    ResponseIncompleteEvent,
+    ResponseInputImageParam,
+    ResponseInputItemParam,
+    ResponseInputMessageContentListParam,
+    ResponseInputParam,
+)
 
 from tests.conftest import DEFAULT_MODEL, GardenServer, scrape, value
 from tests.tiny_models import png_bytes
 
-WEATHER = {
+CITY: dict[str, object] = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+#: A function tool as clients send it, without "strict": the SDK's FunctionToolParam requires
+#: that key, the API does not (and nothing here reads it).
+WEATHER: FunctionToolParam = {  # type: ignore[typeddict-item]
     "type": "function",
     "name": "get_weather",
     "description": "Get the current weather for a city",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
+    "parameters": CITY,
 }
-CLAUDE_WEATHER = {
+CLAUDE_WEATHER: ToolParam = {
     "name": "get_weather",
     "description": "Get the current weather for a city",
-    "input_schema": WEATHER["parameters"],
+    "input_schema": CITY,
 }
 COLOURS = "Name three colours."
-HI = [{"role": "user", "content": "Say hello."}]
+HI: list[MessageParam] = [{"role": "user", "content": "Say hello."}]
 PNG = base64.b64encode(png_bytes(2, 2)).decode()
 #: Greedy sampling for Anthropic clients: the newest SDK no longer has a temperature field,
 #: so it goes in the body as older SDKs (and Claude Code) send it.
@@ -74,16 +89,18 @@ def test_response_streamed_equals_whole(oai: openai.OpenAI) -> None:
     assert kinds[-1] == f"response.{whole.status}"
     assert [e.sequence_number for e in events] == list(range(len(events)))
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
-    final = events[-1].response  # type: ignore[union-attr]
+    last = events[-1]
+    assert isinstance(last, (ResponseCompletedEvent, ResponseIncompleteEvent))
+    final = last.response
     assert deltas == final.output_text == whole.output_text
 
 
 def test_a_function_tool_round_trip(oai: openai.OpenAI) -> None:
-    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    question: ResponseInputParam = [{"role": "user", "content": "What is the weather in Paris?"}]
     first = oai.responses.create(
         model=DEFAULT_MODEL,
-        input=question,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
+        input=question,
+        tools=[WEATHER],
         tool_choice={"type": "function", "name": "get_weather"},
         max_output_tokens=40,
         temperature=0,
@@ -91,11 +108,17 @@ def test_a_function_tool_round_trip(oai: openai.OpenAI) -> None:
     calls = [item for item in first.output if item.type == "function_call"]
     assert calls and calls[0].name == "get_weather" and calls[0].call_id
     assert isinstance(json.loads(calls[0].arguments)["city"], str)
-    result = {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18C, sunny"}
+    result: ResponseInputItemParam = {
+        "type": "function_call_output",
+        "call_id": calls[0].call_id,
+        "output": "18C, sunny",
+    }
+    # the call as the dict the SDK's own model dumps to
+    call = cast(ResponseFunctionToolCallParam, calls[0].model_dump(exclude_none=True))
     second = oai.responses.create(
         model=DEFAULT_MODEL,
-        input=[*question, calls[0].model_dump(exclude_none=True), result],  # type: ignore[list-item]
-        tools=[WEATHER],  # type: ignore[list-item]
+        input=[*question, call, result],
+        tools=[WEATHER],
         max_output_tokens=16,
         temperature=0,
     )
@@ -103,8 +126,8 @@ def test_a_function_tool_round_trip(oai: openai.OpenAI) -> None:
     events = list(
         oai.responses.create(
             model=DEFAULT_MODEL,
-            input=question,  # type: ignore[arg-type]
-            tools=[WEATHER],  # type: ignore[list-item]
+            input=question,
+            tools=[WEATHER],
             tool_choice="required",
             max_output_tokens=40,
             temperature=0,
@@ -118,7 +141,7 @@ def test_a_function_tool_round_trip(oai: openai.OpenAI) -> None:
 
 
 def test_a_json_schema_answer_parses(oai: openai.OpenAI) -> None:
-    schema = {
+    schema: dict[str, object] = {
         "type": "object",
         "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}},
         "required": ["colour"],
@@ -132,7 +155,8 @@ def test_a_json_schema_answer_parses(oai: openai.OpenAI) -> None:
     )
     assert json.loads(reply.output_text)["colour"] in ("red", "green", "blue")
     assert reply.status == "completed"
-    assert reply.text is not None and reply.text.format.type == "json_schema"
+    assert reply.text is not None and reply.text.format is not None
+    assert reply.text.format.type == "json_schema"
     # The SDK's stream helper folds the events into the same completed response.
     with oai.responses.stream(
         model=DEFAULT_MODEL,
@@ -150,7 +174,8 @@ def test_responses_are_stateless(oai: openai.OpenAI) -> None:
     assert info.value.status_code == 400
     assert "stateless" in info.value.message and info.value.param == "previous_response_id"
     reply = oai.responses.create(model=DEFAULT_MODEL, input="x", max_output_tokens=2)
-    assert reply.store is False and reply.previous_response_id is None
+    # "store" is no field of the SDK's Response: pydantic keeps it among the extra fields
+    assert reply.model_dump()["store"] is False and reply.previous_response_id is None
 
 
 def test_reasoning_on_a_model_that_cannot_think_is_answered_without(oai: openai.OpenAI) -> None:
@@ -166,13 +191,18 @@ def test_reasoning_on_a_model_that_cannot_think_is_answered_without(oai: openai.
 
 
 def test_an_image_for_a_model_without_vision_is_refused(oai: openai.OpenAI) -> None:
-    image = {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "auto"}
-    content = [{"type": "input_text", "text": "what is this?"}, image]
+    image: ResponseInputImageParam = {
+        "type": "input_image",
+        "image_url": f"data:image/png;base64,{PNG}",
+        "detail": "auto",
+    }
+    content: ResponseInputMessageContentListParam = [
+        {"type": "input_text", "text": "what is this?"},
+        image,
+    ]
+    message: EasyInputMessageParam = {"role": "user", "content": content}
     with pytest.raises(openai.BadRequestError, match="does not support images"):
-        oai.responses.create(
-            model=DEFAULT_MODEL,
-            input=[{"role": "user", "content": content}],  # type: ignore[list-item]
-        )
+        oai.responses.create(model=DEFAULT_MODEL, input=[message])
 
 
 # --- the Anthropic Messages API -----------------------------------------------------------------
@@ -183,7 +213,7 @@ def test_message_streamed_equals_whole(claude: anthropic.Anthropic) -> None:
         model=DEFAULT_MODEL,
         max_tokens=16,
         messages=HI,
-        extra_body=GREEDY,  # type: ignore[arg-type]
+        extra_body=GREEDY,
     )
     assert whole.type == "message" and whole.role == "assistant" and whole.id.startswith("msg_")
     assert whole.content[0].type == "text" and whole.content[0].text
@@ -193,36 +223,41 @@ def test_message_streamed_equals_whole(claude: anthropic.Anthropic) -> None:
         model=DEFAULT_MODEL,
         max_tokens=16,
         messages=HI,
-        extra_body=GREEDY,  # type: ignore[arg-type]
+        extra_body=GREEDY,
     ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
-    assert text == final.content[0].text == whole.content[0].text  # type: ignore[union-attr]
+    assert final.content[0].type == "text" and whole.content[0].type == "text"
+    assert text == final.content[0].text == whole.content[0].text
     assert (
         final.stop_reason == whole.stop_reason
         and final.usage.output_tokens == whole.usage.output_tokens
     )
     assert final.usage.input_tokens == whole.usage.input_tokens
-    count = claude.messages.count_tokens(model=DEFAULT_MODEL, messages=HI)  # type: ignore[arg-type]
+    count = claude.messages.count_tokens(model=DEFAULT_MODEL, messages=HI)
     assert count.input_tokens == whole.usage.input_tokens
 
 
 def test_a_tool_use_round_trip(claude: anthropic.Anthropic) -> None:
-    question: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    question: list[MessageParam] = [{"role": "user", "content": "What is the weather in Paris?"}]
     first = claude.messages.create(
         model=DEFAULT_MODEL,
         max_tokens=40,
         messages=question,
-        tools=[CLAUDE_WEATHER],  # type: ignore[list-item]
+        tools=[CLAUDE_WEATHER],
         tool_choice={"type": "tool", "name": "get_weather"},
         extra_body=GREEDY,
     )
     uses = [b for b in first.content if b.type == "tool_use"]
     assert first.stop_reason == "tool_use" and uses and uses[0].name == "get_weather"
     assert isinstance(uses[0].input, dict) and isinstance(uses[0].input["city"], str)
-    followed = [
+    followed: list[MessageParam] = [
         *question,
-        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        # the answer's blocks as the dicts the SDK's own models dump to
+        {
+            "role": "assistant",
+            "content": [cast(ContentBlockParam, b.model_dump()) for b in first.content],
+        },
         {
             "role": "user",
             "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "18C"}],
@@ -233,40 +268,45 @@ def test_a_tool_use_round_trip(claude: anthropic.Anthropic) -> None:
         max_tokens=16,
         messages=followed,
         tools=[CLAUDE_WEATHER],
-        extra_body=GREEDY,  # type: ignore[list-item]
+        extra_body=GREEDY,
     )
     assert second.content and second.content[-1].type == "text"
     with claude.messages.stream(
         model=DEFAULT_MODEL,
         max_tokens=40,
         messages=question,
-        tools=[CLAUDE_WEATHER],  # type: ignore[list-item]
+        tools=[CLAUDE_WEATHER],
         tool_choice={"type": "any"},
         extra_body=GREEDY,
     ) as stream:
         streamed = stream.get_final_message()
     tool = [b for b in streamed.content if b.type == "tool_use"]
-    assert streamed.stop_reason == "tool_use" and isinstance(tool[0].input["city"], str)  # type: ignore[index]
+    assert streamed.stop_reason == "tool_use" and isinstance(tool[0].input["city"], str)
 
 
 def test_an_image_for_a_model_without_vision_is_anthropics_400(claude: anthropic.Anthropic) -> None:
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    image: ImageBlockParam = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+    }
     with pytest.raises(anthropic.BadRequestError) as info:
         claude.messages.create(
             model=DEFAULT_MODEL,
             max_tokens=8,
-            messages=[{"role": "user", "content": [image, {"type": "text", "text": "what?"}]}],  # type: ignore[list-item]
+            messages=[{"role": "user", "content": [image, {"type": "text", "text": "what?"}]}],
         )
     assert info.value.status_code == 400
-    assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
-    assert "does not support images" in info.value.body["error"]["message"]  # type: ignore[index]
+    body = info.value.body
+    assert isinstance(body, dict)
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "does not support images" in body["error"]["message"]
 
 
 def test_thinking_on_a_model_without_it_is_answered_without(claude: anthropic.Anthropic) -> None:
     reply = claude.messages.create(
         model=DEFAULT_MODEL,
         max_tokens=8,
-        messages=HI,  # type: ignore[arg-type]
+        messages=HI,
         thinking={"type": "enabled", "budget_tokens": 1024},
         stop_sequences=["."],
         extra_body=GREEDY,
@@ -276,7 +316,7 @@ def test_thinking_on_a_model_without_it_is_answered_without(claude: anthropic.An
 
 def test_anthropic_errors_and_headers(claude: anthropic.Anthropic, garden: GardenServer) -> None:
     with pytest.raises(anthropic.NotFoundError) as missing:
-        claude.messages.create(model="no-such:model", max_tokens=4, messages=HI)  # type: ignore[arg-type]
+        claude.messages.create(model="no-such:model", max_tokens=4, messages=HI)
     assert missing.value.body == {
         "type": "error",
         "error": {"type": "not_found_error", "message": "model 'no-such:model' not found"},
@@ -349,7 +389,7 @@ def test_the_openapi_document_has_the_new_routes(garden: GardenServer) -> None:
 def test_metrics_usage_and_logs_name_each_family(
     garden: GardenServer, claude: anthropic.Anthropic, oai: openai.OpenAI
 ) -> None:
-    claude.messages.create(model=DEFAULT_MODEL, max_tokens=2, messages=HI)  # type: ignore[arg-type]
+    claude.messages.create(model=DEFAULT_MODEL, max_tokens=2, messages=HI)
     oai.responses.create(model=DEFAULT_MODEL, input="hi", max_output_tokens=2)
     m = scrape(garden)
     for api, endpoint in (("anthropic", "/v1/messages"), ("responses", "/v1/responses")):

@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from modelgarden.store.default import find_default_gguf
-from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, free_port, wait_until
+from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, free_port, present, wait_until
 from tests.openrouter_stub import OpenRouterStub
 
 KEY = "sk-or-test-key"
@@ -77,7 +77,7 @@ deny = ["*:free"]
 
 
 def test_catalogue_is_the_union_each_model_once(front: GardenServer) -> None:
-    names = [m.model for m in ollama.Client(host=front.url).list().models]
+    names = present(m.model for m in ollama.Client(host=front.url).list().models)
     assert DEFAULT_MODEL in names and "tiny:latest" in names
     assert "meta-llama/llama-3.1-8b-instruct:latest" in names
     assert not any(n.startswith("mistralai/") for n in names)  # denied by glob
@@ -89,7 +89,7 @@ def test_catalogue_is_the_union_each_model_once(front: GardenServer) -> None:
 def test_ollama_client_on_ollama_upstream_and_alias(front: GardenServer) -> None:
     client = ollama.Client(host=front.url)
     reply = client.generate("tiny", "1, 2, 3,", raw=True, options={**GREEDY, "num_predict": 3})
-    assert reply.done and " 4" in reply.response
+    assert reply.done and reply.response is not None and " 4" in reply.response
     assert client.show(DEFAULT_MODEL).capabilities
     assert DEFAULT_MODEL in {m.model for m in client.ps().models}
 
@@ -296,7 +296,7 @@ urls = ["http://127.0.0.1:{port}/v1"]
                 "smol-upstream", "1, 2, 3,", options={**GREEDY, "num_predict": 4}, stream=True
             )
         )
-        assert chunks[-1].done and "".join(c.response for c in chunks)
+        assert chunks[-1].done and "".join(present(c.response for c in chunks))
         # the upstream dies: a clean error, and the gateway stays up
         proc.send_signal(signal.SIGKILL)
         proc.wait()

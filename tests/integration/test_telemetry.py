@@ -13,13 +13,16 @@ import httpx
 import ollama
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import DEFAULT_MODEL, GREEDY, GardenServer, free_port, scrape, value
 from tests.integration.test_cli import garden_cmd
 from tests.pg_server import postgres_server
 
 MakeGarden = Callable[..., GardenServer]
-CHAT = [{"role": "user", "content": "Count from one to fifty in words."}]
+CHAT: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Count from one to fifty in words."}
+]
 
 
 def request_lines(server: GardenServer, expect: int = 0) -> list[dict[str, Any]]:
@@ -53,7 +56,7 @@ def test_metrics_count_real_traffic(make_garden: MakeGarden) -> None:
         messages=CHAT,
         max_tokens=8,
         temperature=0,
-        seed=42,  # type: ignore[arg-type]
+        seed=42,
     )
     with pytest.raises(ollama.ResponseError):
         client.chat("no-such-model", messages=CHAT)
@@ -66,11 +69,15 @@ def test_metrics_count_real_traffic(make_garden: MakeGarden) -> None:
     assert value(m, "garden_requests_total", status="404", model="") == 1
     assert value(m, "garden_requests_total", status="400") == 1
     assert value(m, "garden_requests_total") == 5
-    completion_tokens = streamed[-1].eval_count + whole.eval_count
-    completion_tokens += completion.usage.completion_tokens  # type: ignore[union-attr]
+    last = streamed[-1]
+    assert last.eval_count is not None and whole.eval_count is not None
+    assert last.prompt_eval_count is not None and whole.prompt_eval_count is not None
+    assert completion.usage is not None
+    completion_tokens = last.eval_count + whole.eval_count
+    completion_tokens += completion.usage.completion_tokens
     assert value(m, "garden_tokens_total", kind="completion", **base) == completion_tokens
-    prompt_tokens = streamed[-1].prompt_eval_count + whole.prompt_eval_count
-    prompt_tokens += completion.usage.prompt_tokens  # type: ignore[union-attr]
+    prompt_tokens = last.prompt_eval_count + whole.prompt_eval_count
+    prompt_tokens += completion.usage.prompt_tokens
     assert value(m, "garden_tokens_total", kind="prompt", **base) == prompt_tokens
     # One streamed answer has a time to first token; all five were timed.
     assert value(m, "garden_time_to_first_token_seconds_count", **base) == 1

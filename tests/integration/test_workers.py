@@ -31,6 +31,7 @@ from tests.conftest import (
     GardenServer,
     clean_env,
     free_port,
+    present,
     scrape,
     value,
     wait_until,
@@ -134,7 +135,8 @@ def test_workers_share_the_port_and_every_request_is_counted_once(
 
     def stored() -> bool:
         usage = httpx.get(server.url + "/garden/usage", params={"by": "model"}).json()
-        return sum(row["requests"] for row in usage["rows"]) == 2 * CONNECTIONS
+        requests: int = sum(row["requests"] for row in usage["rows"])
+        return requests == 2 * CONNECTIONS
 
     assert wait_until(stored, timeout=10)
 
@@ -146,9 +148,10 @@ def test_local_model_and_store_routes_through_any_process(make_garden: MakeGarde
     clients = [ollama.Client(host=server.url) for _ in range(8)]
     for client in clients:
         parts = list(client.chat(DEFAULT_MODEL, HELLO, stream=True, options=options))
-        assert parts[-1].done and "".join(p.message.content for p in parts).strip()
+        assert parts[-1].done and "".join(present(p.message.content for p in parts)).strip()
         assert DEFAULT_MODEL in [m.model for m in client.list().models]
-        assert client.show(DEFAULT_MODEL).details.family == "llama"
+        details = client.show(DEFAULT_MODEL).details
+        assert details is not None and details.family == "llama"
         assert [m.model for m in client.ps().models] == [DEFAULT_MODEL]
     ai = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
     done = ai.chat.completions.create(

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from modelgarden.api.body import validate
 from modelgarden.api.guard import DEFAULT_ORIGINS, allowed_host, origin_pattern
-from modelgarden.api.keys import expiry
 from modelgarden.config import parse_bytes
 from modelgarden.errors import BadRequest
 from modelgarden.security.auth import INFERENCE, required, secret_of
+from modelgarden.security.keys import expiry
 from modelgarden.wire.ollama import ChatRequest, EmbedRequest, GenerateRequest, ModelRef
 from modelgarden.wire.openai import ChatCompletionRequest
 

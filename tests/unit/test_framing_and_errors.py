@@ -106,7 +106,7 @@ def _relay(upstream: BackendResponse, stream: bool) -> RelayResponse:
         await asyncio.sleep(3600)
         return {"type": "http.disconnect"}
 
-    return RelayResponse(upstream, stream=stream, watch=ClientWatch(never))  # type: ignore[arg-type]
+    return RelayResponse(upstream, stream=stream, watch=ClientWatch(never))
 
 
 async def test_relay_passes_a_complete_stream_unchanged() -> None:

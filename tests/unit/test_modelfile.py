@@ -244,7 +244,7 @@ def test_round_trip_system_ending_in_a_quote() -> None:
 
 
 _safe_text = st.text(
-    st.characters(codec="utf-8", exclude_characters='"\r', exclude_categories=("Cs",)),
+    st.characters(codec="utf-8", exclude_characters='"\r', exclude_categories=["Cs"]),
     min_size=1,
     max_size=60,
 )

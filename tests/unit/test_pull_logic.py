@@ -208,6 +208,7 @@ async def test_the_last_follower_to_leave_cancels_and_errors_reach_everyone() ->
 
     follower = transfers.follow("sha256:y", 1, slow)
     assert await anext(follower) == 0
+    assert isinstance(follower, AsyncGenerator)  # follow() is an async generator
     await follower.aclose()
     await asyncio.wait_for(cancelled.wait(), 5)
 

@@ -117,6 +117,11 @@ class Harness:
     gate: asyncio.Event | None = None
     fail: str | None = None
 
+    def started(self, i: int) -> object:
+        """The ``i``-th runner started, to compare by identity with what the scheduler hands
+        out: that is typed ``RunnerProcess``, which the fakes stand in for without being one."""
+        return self.runners[i]
+
 
 NEED = MemoryEstimate(weights=100, kv_cache=50, compute=10, process=40)
 
@@ -134,7 +139,7 @@ def make(**kwargs: Any) -> Harness:
     harness.scheduler = Scheduler(
         **{**options, **kwargs},
         runner_factory=factory,  # type: ignore[arg-type]
-        call_later=timers.call_later,  # type: ignore[arg-type]
+        call_later=timers.call_later,
     )
     return harness
 
@@ -157,9 +162,9 @@ async def test_one_runner_serves_every_slot_of_a_model() -> None:
     s = spec(parallel=4)
     leases = await asyncio.gather(*(acquire(h, s) for _ in range(4)))
     assert len(h.runners) == 1
-    assert {lease.runner for lease in leases} == {h.runners[0]}
+    assert {lease.runner for lease in leases} == {h.started(0)}
     (model,) = h.scheduler.loaded()
-    assert model.active == 4 and model.runners == [h.runners[0]]
+    assert model.active == 4 and model.runners == [h.started(0)]
 
 
 async def test_requests_beyond_the_slots_wait_for_one() -> None:
@@ -198,7 +203,7 @@ async def test_a_failed_start_is_every_waiters_error_and_forgotten() -> None:
     assert all(isinstance(r, RunnerFailed) and "bad model" in str(r) for r in results)
     assert h.scheduler.loaded() == []
     h.fail = None
-    assert (await acquire(h, s)).runner is h.runners[-1]
+    assert (await acquire(h, s)).runner is h.started(-1)
 
 
 async def test_other_load_options_reload_the_one_runner_once_idle() -> None:
@@ -215,7 +220,7 @@ async def test_other_load_options_reload_the_one_runner_once_idle() -> None:
     h.scheduler.release(busy)
     lease = await reload
     assert h.runners[0].state is RunnerState.STOPPED
-    assert lease.runner is h.runners[1] and lease.runner.spec.num_ctx == 8192
+    assert lease.runner is h.started(1) and lease.runner.spec.num_ctx == 8192
     (model,) = h.scheduler.loaded()  # never two copies
     assert model.spec.num_ctx == 8192
     h.scheduler.release(lease)
@@ -294,7 +299,7 @@ async def test_a_crashed_runner_is_replaced_by_a_fresh_one() -> None:
     h.runners[0].crash()
     assert h.scheduler.loaded() == []  # forgotten at once, though a request still streams
     fresh = await acquire(h, s)
-    assert fresh.runner is h.runners[1]
+    assert fresh.runner is h.started(1)
     h.scheduler.release(streaming)  # releasing into the dead model harms nothing
     (model,) = h.scheduler.loaded()
     assert model.active == 1
@@ -328,7 +333,7 @@ async def test_unloading_a_model_while_it_loads_stops_its_runner_when_up() -> No
     assert h.runners[0].state is RunnerState.STOPPED
     h.gate = None
     lease = await waiting  # the waiter loads it again rather than fail
-    assert lease.runner is h.runners[1]
+    assert lease.runner is h.started(1)
 
 
 async def test_ps_size_is_what_the_engine_allocated_once_loaded() -> None:

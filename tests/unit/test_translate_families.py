@@ -449,8 +449,10 @@ def streams(draw: st.DrawFn, natural: bool = False) -> list[Chunk]:
     for kind in order:
         if kind == "calls":
             pieces.append(Chunk(tool_calls=draw(st.lists(call, min_size=1, max_size=2))))
+        elif kind == "text":
+            pieces.append(Chunk(text=draw(words)))
         else:
-            pieces.append(Chunk(**{kind: draw(words)}))
+            pieces.append(Chunk(thinking=draw(words)))
     final = Chunk(finish_reason=draw(st.sampled_from(["stop", "length"])), usage=draw(usages))
     return [*pieces, final]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,6 +20,8 @@ from modelgarden.translate import ollama as ot
 from modelgarden.translate import openai as oa
 from modelgarden.translate.stream import (
     DONE,
+    Decoder,
+    Encoder,
     NDJSONDecoder,
     OllamaEncoder,
     OpenAIChatEncoder,
@@ -28,7 +30,7 @@ from modelgarden.translate.stream import (
     join,
     translate,
 )
-from modelgarden.types import Chunk, ToolCall, Usage
+from modelgarden.types import Chunk, FinishReason, ToolCall, Usage
 
 PROPERTY = settings(max_examples=100, deadline=None)
 
@@ -77,7 +79,7 @@ def answers(draw: st.DrawFn, *, calls: bool = True, logprobs: bool = False) -> l
     made = draw(st.lists(tool_calls, max_size=3)) if calls else []
     for i, call in enumerate(made):  # some calls come with an id, some without
         call.id = draw(st.sampled_from(["", f"call_{i}"]))
-    finish = "stop" if made else draw(st.sampled_from(["stop", "length"]))
+    finish: FinishReason = "stop" if made else draw(st.sampled_from(["stop", "length"]))
     chunks.append(Chunk(text=draw(st.text(max_size=5)), finish_reason=finish, usage=draw(usages)))
     for call in made:
         chunks[draw(st.integers(0, len(chunks) - 1))].tool_calls.append(call)
@@ -91,11 +93,11 @@ def split(data: st.DataObject, blob: bytes) -> list[bytes]:
     return [blob[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-def encode_all(encoder: Any, chunks: list[Chunk]) -> bytes:
+def encode_all(encoder: Encoder, chunks: list[Chunk]) -> bytes:
     return b"".join(encoder.encode(c) for c in chunks) + encoder.finish()
 
 
-def decode_all(decoder: Any, pieces: list[bytes]) -> list[Chunk]:
+def decode_all(decoder: Decoder, pieces: list[bytes]) -> list[Chunk]:
     return [chunk for piece in pieces for chunk in decoder.feed(piece)]
 
 
@@ -366,13 +368,16 @@ class Body:
     def __init__(self, pieces: list[bytes]) -> None:
         self.pieces = pieces
         self.closed = False
+        self._next = iter(pieces)
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._gen()
+    def __aiter__(self) -> Body:
+        return self
 
-    async def _gen(self) -> AsyncIterator[bytes]:
-        for piece in self.pieces:
-            yield piece
+    async def __anext__(self) -> bytes:
+        try:
+            return next(self._next)
+        except StopIteration:
+            raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
         self.closed = True
@@ -429,7 +434,8 @@ async def test_translate_closes_the_upstream_when_the_client_goes_away() -> None
     stream = translate(body, NDJSONDecoder(), OpenAICompletionEncoder("m", False))
     first = await stream.__anext__()
     assert b'"text":"x"' in first
-    await stream.aclose()  # type: ignore[attr-defined]
+    assert isinstance(stream, AsyncGenerator)  # translate() is an async generator
+    await stream.aclose()
     assert body.closed
 
 
