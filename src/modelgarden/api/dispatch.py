@@ -167,6 +167,7 @@ def _translated(
 ) -> tuple[BackendResponse, Framing]:
     """The upstream answer re-encoded in the client's family, and the framing of its
     failures (a stateful encoder writes its own last error record)."""
+    body: AsyncIterator[bytes]
     if incoming.stream and incoming.kind not in ("embed", "count"):
         encoder = ENCODERS[incoming.api, incoming.kind](incoming.model, req)
         meter.counted = encoder  # its final usage, whether or not the client asked for it

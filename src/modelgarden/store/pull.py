@@ -87,7 +87,7 @@ class Transfers:
         """The download of this blob in progress, if any."""
         return self._running.get(digest)
 
-    async def follow(self, digest: str, total: int, fetch: Fetch) -> AsyncIterator[int]:
+    async def follow(self, digest: str, total: int, fetch: Fetch) -> AsyncGenerator[int, None]:
         """Join (or start) the download of a blob; yields the bytes completed until it ends."""
         transfer = self._running.get(digest)
         if transfer is None:

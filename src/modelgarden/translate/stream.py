@@ -6,7 +6,7 @@ bytes out; :func:`translate` drives them over an async byte stream.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any, Protocol
 
 import orjson
@@ -282,8 +282,8 @@ class OpenAICompletionEncoder:
 
 
 async def translate(
-    body: AsyncIterator[bytes], decoder: Decoder, encoder: Encoder
-) -> AsyncIterator[bytes]:
+    body: AsyncIterable[bytes], decoder: Decoder, encoder: Encoder
+) -> AsyncGenerator[bytes, None]:
     """Re-encode an upstream stream chunk by chunk, ending with the encoder's trailer."""
     try:
         async for data in body:
