@@ -101,7 +101,7 @@ def test_request_id_overhead_header_and_one_json_log_line(make_garden: MakeGarde
     made_id = given.headers["x-request-id"]
     mine = httpx.post(
         server.url + "/v1/chat/completions",
-        json={"model": DEFAULT_MODEL, "messages": CHAT, "max_tokens": 4, "stream": True},
+        json={"model": DEFAULT_MODEL, "messages": CHAT, "max_tokens": 4, "stream": True, **GREEDY},
         headers={"X-Request-ID": "client-id-42"},
         timeout=60,
     )
