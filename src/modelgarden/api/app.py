@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,6 +96,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 #: Routes a relay worker answers itself although they are not hot: liveness checks, which
 #: say whether the process that took the connection is up.
 LIVENESS_ROUTES = frozenset({"/", "/api/version", "/health"})
@@ -188,6 +189,43 @@ HOT_ROUTES: dict[str, Endpoint] = {
 }
 
 
+def _lifespan(state: AppState, shared: SharedLimits | None) -> Lifespan:
+    """The app's lifespan: start what it holds; on the way out stop it all, the process's
+    role first, so that a relay worker's last records are accounted for here."""
+    gw, telemetry, keys, role = state.gateway, state.telemetry, state.keys, state.role
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        await telemetry.start()
+        await keys.attach(telemetry)
+        if shared is not None:
+            await shared.start()
+        if role is not None:
+            await role.start(telemetry)
+        # Everything allocated so far lives as long as the process: keep it out of the
+        # collector's way (full collections otherwise dominate tail latency under load).
+        gc.collect()
+        gc.freeze()
+        release = MemoryRelease(state.drain.watches, telemetry.metrics.registry).start()
+        telemetry.hooks.append(release.served)
+        if role is not None:
+            role.serving(release)
+        try:
+            yield
+        finally:
+            if role is not None:
+                await role.stop(state.settings.shutdown_grace + WORKER_STOP_SLACK)
+            await gw.close()
+            await keys.close()
+            if shared is not None:
+                await shared.close()
+            await telemetry.close()
+            await release.close()
+
+    return lifespan
+
+
 def create_app(
     settings: Settings,
     gateway: Gateway | None = None,
@@ -216,40 +254,11 @@ def create_app(
     telemetry.hooks.append(keys.spend_record)
     state = AppState(settings, gw, telemetry, keys, Drain(), role)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await gw.start()
-        await telemetry.start()
-        await keys.attach(telemetry)
-        if shared is not None:
-            await shared.start()
-        if role is not None:
-            await role.start(telemetry)
-        # Everything allocated so far lives as long as the process: keep it out of the
-        # collector's way (full collections otherwise dominate tail latency under load).
-        gc.collect()
-        gc.freeze()
-        release = MemoryRelease(state.drain.watches, telemetry.metrics.registry).start()
-        telemetry.hooks.append(release.served)
-        if role is not None:
-            role.serving(release)
-        try:
-            yield
-        finally:
-            if role is not None:  # first: the workers' last records are accounted for here
-                await role.stop(settings.shutdown_grace + WORKER_STOP_SLACK)
-            await gw.close()
-            await keys.close()
-            if shared is not None:
-                await shared.close()
-            await telemetry.close()
-            await release.close()
-
     app = FastAPI(
         title="modelgarden",
         version=__version__,
-        description="A drop-in Ollama and OpenAI-compatible model gateway.",
-        lifespan=lifespan,
+        description="A drop-in Ollama, OpenAI-compatible and Anthropic Messages model gateway.",
+        lifespan=_lifespan(state, shared),
         docs_url="/docs",
         redoc_url=None,
     )

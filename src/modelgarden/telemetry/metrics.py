@@ -118,6 +118,10 @@ def state_metrics(backends: list[dict[str, Any]], usage: dict[str, Any]) -> list
     """Gauges and counters for backends (as :func:`describe` reports them) and usage."""
     info = GaugeMetricFamily("garden_info", "The gateway's version.", labels=["version"])
     info.add_metric([__version__], 1)
+    return [info, *_backend_metrics(backends), *_usage_metrics(usage)]
+
+
+def _backend_metrics(backends: list[dict[str, Any]]) -> list[Metric]:
     up = GaugeMetricFamily(
         "garden_backend_up", "1 while the backend can take requests (a breaker closed).",
         labels=["backend", "kind"],
@@ -154,6 +158,10 @@ def state_metrics(backends: list[dict[str, Any]], usage: dict[str, Any]) -> list
             loaded.add_metric([name], len(b["models"]))
             for m in b["models"]:
                 memory.add_metric([name, m["name"]], m["size"])
+    return [up, breaker, queue, active, rejected, loaded, memory]
+
+
+def _usage_metrics(usage: dict[str, Any]) -> list[Metric]:
     depth = GaugeMetricFamily("garden_usage_queue_depth", "Usage records waiting to be written.")
     depth.add_metric([], usage["queued"])
     written = CounterMetricFamily("garden_usage_records_written", "Usage records written.")
@@ -164,17 +172,4 @@ def state_metrics(backends: list[dict[str, Any]], usage: dict[str, Any]) -> list
     dropped.add_metric([], usage["dropped"])
     failed = CounterMetricFamily("garden_usage_write_failures", "Failed usage batch writes.")
     failed.add_metric([], usage["failures"])
-    return [
-        info,
-        up,
-        breaker,
-        queue,
-        active,
-        rejected,
-        loaded,
-        memory,
-        depth,
-        written,
-        dropped,
-        failed,
-    ]
+    return [depth, written, dropped, failed]
