@@ -32,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 from modelgarden.api.errors import anthropic_error_body, ollama_error_line, openai_error_body
 from modelgarden.backends.base import BackendResponse
 from modelgarden.errors import BackendUnavailable, ClientClosed, GardenError, Overloaded
-from modelgarden.telemetry.record import Meter
+from modelgarden.telemetry.meter import Meter
 from modelgarden.translate.stream import DONE, sse_error
 from modelgarden.translate.stream_anthropic import error_event as anthropic_error_event
 from modelgarden.translate.stream_responses import FINAL as RESPONSES_FINAL

@@ -22,8 +22,9 @@ from starlette.types import Scope
 from modelgarden.config import Settings
 from modelgarden.db import Database, DatabaseError, connect, redact
 from modelgarden.telemetry.logging import request_line
+from modelgarden.telemetry.meter import Meter
 from modelgarden.telemetry.metrics import Metrics, state_metrics
-from modelgarden.telemetry.record import Meter, RequestRecord, request_id_of
+from modelgarden.telemetry.record import RequestRecord, request_id_of
 from modelgarden.telemetry.series import Series
 from modelgarden.telemetry.tracing import Tracing
 from modelgarden.telemetry.usage import UsageWriter

@@ -2,7 +2,7 @@
 
 Off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set
 and the ``otel`` extra is installed. Off, nothing here runs per request: the meter's
-``trace`` is ``None`` and every seam (:class:`~modelgarden.telemetry.record.Meter`, the
+``trace`` is ``None`` and every seam (:class:`~modelgarden.telemetry.meter.Meter`, the
 local and remote backends) checks that one attribute; nothing from OpenTelemetry is even
 imported. On, each process (the primary and every relay worker) has its own
 :class:`Tracing`: a tracer provider whose batch processor exports from a thread, configured
