@@ -20,7 +20,7 @@ ROOT = Path(modelgarden.__file__).parent
 #: module may import its own layer and the ones below, never one above.
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"__init__", "errors", "types", "wire", "durations", "hosts", "breaker",
-                    "db", "config"}),
+                    "genai", "db", "config"}),
     ("building blocks", {"model_options", "templates", "upstream_http", "resources",
                          "recommend", "resilience"}),
     ("services", {"lifecycle", "store", "engine", "translate", "telemetry", "security",
@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, set[str]]] = [
 ]  # fmt: skip
 #: The client is installed with the server but talks to it only over HTTP: it may use the
 #: foundation's dependency-free parts and nothing else of the server's.
-CLIENT_MAY_USE = {"__init__", "errors", "types", "wire", "durations", "hosts", "breaker"}
+CLIENT_MAY_USE = {"__init__", "errors", "types", "wire", "durations", "hosts", "breaker", "genai"}
 
 
 def _module(path: Path) -> str:

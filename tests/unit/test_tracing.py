@@ -352,6 +352,20 @@ def test_tracing_is_on_only_when_an_endpoint_is_set(environ: dict[str, str], on:
     assert (Tracing.from_environment(environ) is not None) is on
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "operation"),
+    [("/v1/messages", "chat"), ("/v1/responses", "chat"), ("/api/embed", "embeddings"),
+     ("/v1/completions", "text_completion"), ("/v1/messages/count_tokens", None)],
+)  # fmt: skip
+def test_every_api_family_names_its_operation(
+    exporter: InMemorySpanExporter, endpoint: str, operation: str | None
+) -> None:
+    tracing = Tracing.with_exporter(exporter, batch=False)
+    tracing.start([], 0, "rid", endpoint).end(_record(endpoint=endpoint), 0, b"")
+    (span,) = exporter.get_finished_spans()
+    assert (span.attributes or {}).get("gen_ai.operation.name") == operation
+
+
 def test_the_service_name_follows_otel_service_name(exporter: InMemorySpanExporter) -> None:
     default = Tracing.with_exporter(exporter, batch=False)
     named = Tracing.with_exporter(exporter, batch=False, environ={"OTEL_SERVICE_NAME": "gw-eu"})

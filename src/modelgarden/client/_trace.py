@@ -14,22 +14,13 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from modelgarden import __version__
+from modelgarden.genai import OPERATIONS
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
     from modelgarden.client._base import Call
     from modelgarden.client.telemetry import CallStats
-
-#: ``gen_ai.operation.name`` of each inference path.
-OPERATIONS = {
-    "/api/chat": "chat",
-    "/v1/chat/completions": "chat",
-    "/api/generate": "text_completion",
-    "/v1/completions": "text_completion",
-    "/api/embed": "embeddings",
-    "/v1/embeddings": "embeddings",
-}
 
 
 @functools.cache

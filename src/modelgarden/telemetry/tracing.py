@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from modelgarden import __version__
+from modelgarden.genai import OPERATIONS
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -51,16 +52,6 @@ SERVER_SPAN_EVENT_FIRST_TOKEN = "gen_ai.first_token"
 QUEUE_SPAN = "garden.queue"
 LOAD_SPAN = "garden.runner.load"
 UPSTREAM_SPAN = "garden.upstream"
-#: ``gen_ai.operation.name`` of each inference endpoint.
-OPERATIONS = {
-    "/api/chat": "chat",
-    "/v1/chat/completions": "chat",
-    "/api/generate": "text_completion",
-    "/v1/completions": "text_completion",
-    "/api/embed": "embeddings",
-    "/api/embeddings": "embeddings",
-    "/v1/embeddings": "embeddings",
-}
 #: How far from the end of an answer its finish reasons are looked for.
 FINISH_TAIL = 4096
 _FINISH = re.compile(rb'"(?:done_reason|finish_reason)"\s*:\s*"([A-Za-z_]{1,40})"')
