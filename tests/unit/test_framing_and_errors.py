@@ -143,3 +143,17 @@ async def test_a_long_final_record_split_across_chunks_is_recognised() -> None:
     assert status == 200
     assert body == CHUNK + CHUNK + final + b"\n"
     assert relay.tail == final + b"\n"
+
+
+def test_a_value_that_fits_no_branch_of_a_union_names_the_field_and_every_branch() -> None:
+    from pydantic import ValidationError
+
+    from modelgarden.api.body import describe
+    from modelgarden.wire.responses import ResponsesRequest
+
+    with pytest.raises(ValidationError) as caught:
+        ResponsesRequest.model_validate({"model": "m", "input": 5})
+    assert describe(caught.value) == (
+        "invalid request: input: Input should be a valid string, or a valid list",
+        "input",
+    )

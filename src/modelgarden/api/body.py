@@ -33,18 +33,34 @@ def describe(exc: ValidationError) -> tuple[str, str | None]:
     return describe_first(exc.errors(include_url=False))
 
 
+#: Names pydantic gives the branches of a union in an error's location (not fields).
+_BRANCHES = frozenset({"str", "int", "float", "bool", "bytes", "list", "dict", "none"})
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    """An error location as the client wrote it: without the union branch pydantic tried
+    (``input.str``, ``content.list[...]``) or the parts FastAPI adds (``body``, ``query``)."""
+    return ".".join(
+        str(p)
+        for p in loc
+        if not (isinstance(p, str) and (p in _BRANCHES or "[" in p or p.startswith("function-")))
+        and p not in ("query", "path", "body")
+    )
+
+
 def describe_first(errors: Sequence[Any]) -> tuple[str, str | None]:
     """The one-line message of :func:`describe` for pydantic-style error dicts (also what
-    FastAPI reports for bad query and path parameters)."""
+    FastAPI reports for bad query and path parameters). A value that fits no branch of a
+    union gets every branch's complaint at once, not only the first's."""
     if not errors:
         return "invalid request", None
-    err = errors[0]
-    loc = ".".join(
-        str(p)
-        for p in err["loc"]
-        if not str(p).startswith("function-") and p not in ("query", "path", "body")
-    )
-    msg = str(err["msg"]).removeprefix("Value error, ")
+    loc = _field_path(errors[0]["loc"])
+    msgs: list[str] = []
+    for err in errors:
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if _field_path(err["loc"]) == loc and msg not in msgs:
+            msgs.append(msg)
+    msg = msgs[0] + "".join(", or " + m.removeprefix("Input should be ") for m in msgs[1:])
     return (f"invalid request: {loc}: {msg}" if loc else f"invalid request: {msg}"), loc or None
 
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import orjson
 import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelgarden.api.streaming import WATCHERS, ClientWatch
+from modelgarden.config import Settings
 
 log = structlog.get_logger(__name__)
 #: Seconds a refused connection stays open, its input dropped, for its answer to arrive.
@@ -186,7 +187,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._watch = self.loop.call_later(wait, self._check)
 
 
-def limits_of(settings: Any) -> Limits:
+def limits_of(settings: Settings) -> Limits:
     """The connection limits the settings ask for."""
     return Limits(
         read_timeout=settings.read_timeout,
