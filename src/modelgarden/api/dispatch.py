@@ -70,8 +70,8 @@ async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
     the route and the time spent waiting on backends; an error raised from here is
     accounted for where it is rendered (``api/app.py``).
     """
-    gateway = app_state(request).gateway
-    telemetry = app_state(request).telemetry
+    state = app_state(request)
+    gateway, telemetry = state.gateway, state.telemetry
     meter = telemetry.meter(request.scope)
     meter.api, meter.endpoint, meter.stream = incoming.api, request.scope["path"], incoming.stream
     meter.model = incoming.model
@@ -85,7 +85,7 @@ async def dispatch(request: Request, incoming: Incoming) -> RelayResponse:
         body = incoming.body
         meter.prompt = body.get("messages") or body.get("prompt") or body.get("input")
     routes = await gateway.routes(incoming.model)
-    watch = ClientWatch(request.receive, app_state(request).drain, request.scope)
+    watch = ClientWatch(request.receive, state.drain, request.scope)
     framing = FRAMING[incoming.api]
     try:
         for position, route in enumerate(routes):

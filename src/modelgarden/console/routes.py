@@ -76,8 +76,8 @@ def _room(settings: Settings) -> dict[str, Any]:
 @router.get("/garden/models")
 async def models(request: Request) -> Response:
     """Installed models across backends, with capabilities and estimated memory where known."""
-    gateway = app_state(request).gateway
-    settings = app_state(request).settings
+    state = app_state(request)
+    gateway, settings = state.gateway, state.settings
     key = key_of(request.scope)
     catalogue = [(b, e) for b, e in await gateway.catalogue() if key is None or key.allows(e.name)]
     local = [entry.name for backend, entry in catalogue if backend is gateway.local]
