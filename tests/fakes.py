@@ -26,6 +26,7 @@ from aiohttp import web
 
 from modelgarden.api.app import FastPath, create_app
 from modelgarden.backends.base import Api, Backend, BackendRequest, BackendResponse, described
+from modelgarden.backends.remote import OllamaBackend
 from modelgarden.config import Settings, load_settings
 from modelgarden.errors import GardenError, ModelNotFound
 from modelgarden.gateway import Gateway
@@ -262,3 +263,24 @@ async def fast_app(
             yield Garden(app, client)
     finally:
         gc.unfreeze()  # the lifespan froze what the process held: let this test's go
+
+
+@asynccontextmanager
+async def replica_pair(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, *, retries: int
+) -> AsyncIterator[Garden]:
+    """The app over one real ``ollama`` backend, ``pair``, whose two replicas are ``first``
+    and ``second`` (both serving ``m``; no health checks, ``retries`` attempts beyond the
+    first)."""
+    toml = f"""
+[[backends]]
+name = "pair"
+kind = "ollama"
+urls = ["{first.url}", "{second.url}"]
+models = ["m"]
+health_interval = 0
+retries = {retries}
+"""
+    settings = fast_settings(tmp_path, toml)
+    async with fast_app(settings, [OllamaBackend(settings.backends[0])]) as garden:
+        yield garden

@@ -10,7 +10,6 @@ import inspect
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -54,22 +53,10 @@ from modelgarden.client.openai_types import ChatCompletion, ChatCompletionChunk
 from modelgarden.client.telemetry import token_counts
 from modelgarden.client.types import ChatResponse, GenerateResponse
 from modelgarden.wire.ollama import Message
+from tests.fakes import FakeClock
 
 A, B, C = "http://a:1", "http://b:2", "http://c:3"
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@dataclass
-class FakeClock:
-    """Monotonic seconds that move only when told to."""
-
-    now: float = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -18,7 +18,15 @@ import pytest
 from modelgarden.backends import remote as remote_module
 from modelgarden.backends.remote import OllamaBackend
 from modelgarden.errors import SERVER_BUSY
-from tests.fakes import FakeBackend, FakeClock, FakeUpstream, fast_app, fast_settings, upstream
+from tests.fakes import (
+    FakeBackend,
+    FakeClock,
+    FakeUpstream,
+    fast_app,
+    fast_settings,
+    replica_pair,
+    upstream,
+)
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -185,22 +193,15 @@ async def test_a_replica_that_fails_before_answering_is_retried_on_the_next(
         return 0.0
 
     monkeypatch.setattr(remote_module, "backoff", no_pause)
-    async with upstream("a", status=503) as a, upstream("b") as b:
-        toml = f"""
-[[backends]]
-name = "pair"
-kind = "ollama"
-urls = ["{a.url}", "{b.url}"]
-models = ["m"]
-health_interval = 0
-retries = 1
-"""
-        settings = fast_settings(tmp_path, toml)
-        async with fast_app(settings, [OllamaBackend(settings.backends[0])]) as garden:
-            assert answered_by(await chat(garden.client)) == "from b"
-            b.status = 500
-            both = await chat(garden.client)  # the retries spent: the last failure is told
-            state = (await garden.client.get("/garden/backends")).json()["backends"][0]
+    async with (
+        upstream("a", status=503) as a,
+        upstream("b") as b,
+        replica_pair(tmp_path, a, b, retries=1) as garden,
+    ):
+        assert answered_by(await chat(garden.client)) == "from b"
+        b.status = 500
+        both = await chat(garden.client)  # the retries spent: the last failure is told
+        state = (await garden.client.get("/garden/backends")).json()["backends"][0]
     assert (both.status_code, both.json()) == (502, {"error": "b failed"})
     assert backoffs == [0, 0]
     assert (len(a.received), len(b.received)) == (2, 2)

@@ -16,7 +16,7 @@ import pytest
 
 from modelgarden.backends.remote import OllamaBackend
 from modelgarden.errors import BackendUnavailable, BadRequest, Overloaded
-from tests.fakes import FakeBackend, fast_app, fast_settings, upstream
+from tests.fakes import FakeBackend, fast_app, fast_settings, replica_pair, upstream
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -206,19 +206,12 @@ async def test_a_failure_after_the_first_byte_ends_the_stream_and_is_not_retried
 async def test_a_remote_stream_cut_mid_answer_is_not_retried_on_its_replicas(
     tmp_path: Path,
 ) -> None:
-    async with upstream("a", cut=True) as a, upstream("b") as b:
-        toml = f"""
-[[backends]]
-name = "pair"
-kind = "ollama"
-urls = ["{a.url}", "{b.url}"]
-models = ["m"]
-health_interval = 0
-retries = 2
-"""
-        settings = fast_settings(tmp_path, toml)
-        async with fast_app(settings, [OllamaBackend(settings.backends[0])]) as garden:
-            response = await ollama_chat(garden.client, "m", stream=True)
+    async with (
+        upstream("a", cut=True) as a,
+        upstream("b") as b,
+        replica_pair(tmp_path, a, b, retries=2) as garden,
+    ):
+        response = await ollama_chat(garden.client, "m", stream=True)
     first, last = streamed(response)
     assert first["message"]["content"] == "from a"
     assert "stopped answering mid-response" in last["error"]
