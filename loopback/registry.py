@@ -18,13 +18,14 @@ import json
 import os
 import re
 import tempfile
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from loopback.threaded import ThreadedApp
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -61,7 +62,7 @@ def _range_start(header: str | None) -> int:
     return int(match.group(1)) if match else 0
 
 
-class RegistryServer:
+class RegistryServer(ThreadedApp):
     """An Ollama-style registry on a free loopback port; ``url`` and ``host`` say where."""
 
     def __init__(self, root: Path) -> None:
@@ -74,10 +75,7 @@ class RegistryServer:
         self.corrupt: set[str] = set()
         self.delay = 0.0
         self.requests: list[Seen] = []
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
+        super().__init__()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -89,13 +87,7 @@ class RegistryServer:
     def url(self) -> str:
         return f"http://{self.host}"
 
-    def start(self) -> RegistryServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         prefix = "/v2/{ns}/{model}"
         app.router.add_get("/v2/", self._version_check)
         app.router.add_route("*", prefix + "/manifests/{tag}", self._manifest)
@@ -103,17 +95,6 @@ class RegistryServer:
         app.router.add_route("HEAD", prefix + "/blobs/{digest}", self._blob)
         app.router.add_post(prefix + "/blobs/uploads/", self._start_upload)
         app.router.add_put(prefix + "/blobs/uploads/{upload}", self._finish_upload)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
     def reset(self) -> None:
         """Clear the hooks and the request log."""

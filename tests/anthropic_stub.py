@@ -16,13 +16,11 @@ reached the upstream.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import threading
 from typing import Any
 
 from aiohttp import web
+from loopback.threaded import ThreadedApp
 
 MODELS = {"claude-sonnet-4-5-20250929": "Claude Sonnet 4.5", "claude-haiku-4-5": "Claude Haiku 4.5"}
 TEXT = "Hello from Claude."
@@ -42,7 +40,7 @@ def _error(status: int, kind: str, message: str) -> web.Response:
     return web.json_response({**body, "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}, status=status)
 
 
-class AnthropicStub:
+class AnthropicStub(ThreadedApp):
     """Runs the stand-in on a free loopback port in a background thread."""
 
     def __init__(self, key: str = "sk-ant-test-key") -> None:
@@ -50,39 +48,12 @@ class AnthropicStub:
         self.requests: list[dict[str, Any]] = []
         #: Answer every message with Anthropic's 529 overloaded_error.
         self.overloaded = False
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> AnthropicStub:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
-        ready.wait(10)
-        return self
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
-        ready.set()
-        self._loop.run_forever()
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
     def _refusal(self, request: web.Request, body: dict[str, Any] | None) -> web.Response | None:
         """Anthropic's checks, in its order: key, version header, model."""

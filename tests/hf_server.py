@@ -23,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from loopback.threaded import ThreadedApp
 
 CHUNK = 1 << 20
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -78,7 +78,7 @@ def _hub_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-class HubServer:
+class HubServer(ThreadedApp):
     """The stand-in Hub on a free loopback port, run in a background thread."""
 
     def __init__(self) -> None:
@@ -86,14 +86,7 @@ class HubServer:
         self.requests: list[tuple[str, str, int]] = []
         #: Cut the next CDN response at this byte (then forget it): an interrupted download.
         self.fail_once_at: int | None = None
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__()
 
     def add_file(self, repo_id: str, path: str, source: Path | bytes) -> HubFile:
         size = source.stat().st_size if isinstance(source, Path) else len(source)
@@ -102,30 +95,13 @@ class HubServer:
         self.repos.setdefault(repo_id.lower(), {})[path] = entry
         return entry
 
-    def start(self) -> HubServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/models/{user}/{repo}/tree/{revision}", self._tree)
         app.router.add_get("/api/models/{user}/{repo}/tree/{revision}/{path:.*}", self._tree)
         resolve = "/{user}/{repo}/resolve/{revision}/{path:.+}"
         app.router.add_route("GET", resolve, self._resolve)
         app.router.add_route("HEAD", resolve, self._resolve)
         app.router.add_get("/cdn-lfs/{sha256}", self._cdn)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
     def _repo(self, request: web.Request) -> dict[str, HubFile] | None:
         info = request.match_info

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 from typing import Any
 
 from aiohttp import web
+from loopback.threaded import ThreadedApp
 
 MODELS = ["meta-llama/llama-3.1-8b-instruct", "mistralai/mistral-7b-instruct:free"]
 
 
-class OpenRouterStub:
+class OpenRouterStub(ThreadedApp):
     """Runs the stand-in on a free loopback port in a background thread."""
 
     def __init__(self, key: str = "sk-or-test-key", port: int = 0) -> None:
@@ -31,40 +30,15 @@ class OpenRouterStub:
         self.fail_mid_stream = False
         #: Seconds between streamed words (a slow upstream).
         self.word_delay = 0.0
-        self.port = port
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
+        super().__init__(port)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v1"
 
-    def start(self) -> OpenRouterStub:
-        if not self.port:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                self.port = sock.getsockname()[1]
-        ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
-        ready.wait(10)
-        return self
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v1/models", self.models)
         app.router.add_post("/api/v1/chat/completions", self.chat)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        self._loop.run_until_complete(site.start())
-        ready.set()
-        self._loop.run_forever()
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
     def _authorized(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {self.key}"
