@@ -121,23 +121,18 @@ class FastPath:
     ) -> None:
         self.full = full
         self.hot = hot
-        self.garden = state
-        settings, keys = state.settings, state.keys
-        self.keys = keys
+        #: The application state (``gateway``, ``settings``, ``telemetry``, ...).
+        self.state = state
+        settings = state.settings
         #: In a relay worker: where every request it does not answer itself goes.
         self.forward: Forward | None = state.role.forward if state.role is not None else None
         exposed = not is_loopback_bind(settings.bind[0]) and not settings.insecure
         self.guard = Guard(
-            Auth(self._route, keys, send_error, exposed=exposed),
+            Auth(self._route, state.keys, send_error, exposed=exposed),
             bind_host=settings.bind[0],
             origins=settings.origin_list,
             max_body=settings.max_body_size,
         )
-
-    @property
-    def state(self) -> AppState:
-        """The application state (``gateway``, ``settings``, ``telemetry``, ...)."""
-        return self.garden
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document."""
