@@ -22,7 +22,6 @@ replaced instead (``settled``, :mod:`modelgarden.workers`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import gc
 import sys
@@ -35,6 +34,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from modelgarden.tasks import cancel_and_wait
 from modelgarden.upstream_http import KEEPALIVE
 
 log = structlog.get_logger(__name__)
@@ -122,10 +122,7 @@ class MemoryRelease:
 
     async def close(self) -> None:
         """Stop looking."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -20,7 +20,7 @@ ROOT = Path(modelgarden.__file__).parent
 #: module may import its own layer and the ones below, never one above.
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"__init__", "errors", "types", "wire", "durations", "hosts", "breaker",
-                    "genai", "db", "config"}),
+                    "genai", "tasks", "db", "config"}),
     ("building blocks", {"model_options", "templates", "upstream_http", "resources",
                          "recommend", "resilience"}),
     ("services", {"lifecycle", "store", "engine", "translate", "telemetry", "security",

@@ -17,11 +17,12 @@ costs one timer task per POST, so ``garden serve`` does without.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelgarden.tasks import cancel_and_wait
 
 
 @dataclass
@@ -92,9 +93,7 @@ class EarlyStart:
         try:
             await self.app(scope, recv, relay)
         finally:
-            timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
+            await cancel_and_wait(timer)
 
     async def _keep_open(self, scope: Scope, ex: _Exchange, lock: asyncio.Lock, send: Send) -> None:
         await asyncio.sleep(self.after)

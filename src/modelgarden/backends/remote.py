@@ -38,6 +38,7 @@ from modelgarden.errors import (
 )
 from modelgarden.resilience import Limiter, backoff
 from modelgarden.store.names import ModelName
+from modelgarden.tasks import cancel_and_wait
 from modelgarden.upstream_http import iter_body, new_session, status_error
 from modelgarden.wire.ollama import ListModel, ModelDetails, PsModel, ShowResponse
 
@@ -132,11 +133,7 @@ class RemoteBackend:
 
     async def close(self) -> None:
         """Stop refreshing and probing, and close connections."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         if self._session is not None:
             await self._session.close()
 

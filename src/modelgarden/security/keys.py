@@ -15,7 +15,6 @@ requests) are counted in memory, per gateway process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import hashlib
 import math
@@ -33,6 +32,7 @@ from modelgarden.db import Database, DatabaseError, connect
 from modelgarden.durations import parse_go_duration
 from modelgarden.errors import BadRequest, RateLimited
 from modelgarden.security.shared import SharedLimits, Unreachable
+from modelgarden.tasks import cancel_and_wait
 from modelgarden.telemetry.record import RequestRecord
 
 log = structlog.get_logger(__name__)
@@ -295,10 +295,7 @@ class KeyRing:
 
     async def close(self) -> None:
         """Stop re-reading."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _every(self) -> None:
         while True:

@@ -41,6 +41,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from modelgarden.errors import RateLimited
+from modelgarden.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 WINDOW_MS = 60_000
@@ -134,10 +135,7 @@ class SharedLimits:
 
     async def close(self) -> None:
         """Write what is pending and stop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(Exception):
             await self._flush()
         await self.client.aclose()

@@ -10,7 +10,6 @@ while it cannot be reached).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ from starlette.types import Scope
 
 from modelgarden.config import Settings
 from modelgarden.db import Database, DatabaseError, connect, redact
+from modelgarden.tasks import cancel_and_wait
 from modelgarden.telemetry.logging import request_line
 from modelgarden.telemetry.meter import Meter
 from modelgarden.telemetry.metrics import Metrics, state_metrics
@@ -99,10 +99,7 @@ class Telemetry:
 
     async def close(self) -> None:
         """Write the queued usage records and close the database."""
-        if self._connector is not None:
-            self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connector
+        await cancel_and_wait(self._connector)
         await self.usage.close()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # the last spans go out

@@ -23,6 +23,7 @@ import structlog
 
 from modelgarden.db import Database, DatabaseError
 from modelgarden.durations import parse_go_duration
+from modelgarden.tasks import cancel_and_wait
 from modelgarden.telemetry.record import RequestRecord
 
 log = structlog.get_logger(__name__)
@@ -159,10 +160,7 @@ class UsageWriter:
 
     async def close(self) -> None:
         """Stop the task, write what is left, and close the database."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self.db is not None:
             await self.flush()
             await self.db.close()

@@ -9,7 +9,6 @@ of a batch is a message about the worker (``ready``, ``retire``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import struct
@@ -20,6 +19,7 @@ from typing import Any
 import orjson
 import structlog
 
+from modelgarden.tasks import cancel_and_wait
 from modelgarden.telemetry.record import RequestRecord
 
 log = structlog.get_logger(__name__)
@@ -86,10 +86,7 @@ class RecordShipper:
 
     async def close(self) -> None:
         """Ship the last records and close the pipe."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self.flush()
         if self._transport is not None:
             self._transport.close()
