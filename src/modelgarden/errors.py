@@ -30,6 +30,14 @@ status it maps to, so adding an error never means touching the mapping.
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def message_of(error: Any) -> str:
+    """The message of an ``error`` member in any family's shape: ``{"message": ...}`` (OpenAI,
+    Anthropic) or the text itself (Ollama)."""
+    return str(error.get("message", error) if isinstance(error, dict) else error)
+
 
 class GardenError(Exception):
     """Base of every error the gateway reports to a client; owns its status and message."""

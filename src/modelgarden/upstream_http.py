@@ -20,6 +20,7 @@ from modelgarden.errors import (
     Overloaded,
     RateLimited,
     Unauthorized,
+    message_of,
 )
 
 #: Headers that belong to one connection, never relayed across a proxy.
@@ -70,10 +71,7 @@ def error_message(raw: bytes) -> str:
     except orjson.JSONDecodeError:
         return raw.decode(errors="replace").strip()[:500] or "no message"
     if isinstance(data, dict):
-        err = data.get("error", data.get("detail", data))
-        if isinstance(err, dict):
-            err = err.get("message", err)
-        return str(err)
+        return message_of(data.get("error", data.get("detail", data)))
     return str(data)
 
 

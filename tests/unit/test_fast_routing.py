@@ -7,6 +7,7 @@ Ollama backend's catalogue (aliases, allow and deny globs) is read from its conf
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import orjson
 import pytest
 
+from modelgarden.backends.base import Api, BackendRequest, BackendResponse
 from modelgarden.backends.remote import OllamaBackend
 from modelgarden.errors import BackendUnavailable, BadRequest, Overloaded
 from tests.fakes import FakeBackend, fast_app, fast_settings, replica_pair, upstream
@@ -216,3 +218,36 @@ async def test_a_remote_stream_cut_mid_answer_is_not_retried_on_its_replicas(
     assert first["message"]["content"] == "from a"
     assert "stopped answering mid-response" in last["error"]
     assert len(a.received) == 1 and b.received == []
+
+
+#: A whole answer of OpenAI's Responses API as it comes: ``"error": null`` when all went well.
+RESPONSES_ANSWER = {
+    "id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+    "error": None, "incomplete_details": None, "model": "m",
+    "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": "from responses", "annotations": []}]}],
+    "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5},
+}  # fmt: skip
+
+
+class ResponsesBackend(FakeBackend):
+    """A backend that speaks only OpenAI's Responses API (``apis = ["responses"]``)."""
+
+    async def send(self, request: BackendRequest) -> BackendResponse:
+        self.sent.append(request)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield orjson.dumps(RESPONSES_ANSWER)
+
+        return BackendResponse(200, "application/json", body(), Api.RESPONSES)
+
+
+async def test_a_whole_responses_answer_is_translated_for_every_family(tmp_path: Path) -> None:
+    backend = ResponsesBackend("r", ["m"], apis=frozenset({Api.RESPONSES}))
+    async with fast_app(fast_settings(tmp_path), [backend]) as garden:
+        openai_chat = {"model": "m", "messages": HI}
+        chat = await garden.client.post("/v1/chat/completions", json=openai_chat)
+        assert said(chat) == "from responses"
+        assert said(await ollama_chat(garden.client, "m")) == "from responses"
+        anthropic = {**openai_chat, "max_tokens": 8}
+        assert said(await garden.client.post("/v1/messages", json=anthropic)) == "from responses"

@@ -31,7 +31,13 @@ from modelgarden.api.families import (
 from modelgarden.api.state import app_state
 from modelgarden.api.streaming import ClientWatch, Framing, RelayResponse
 from modelgarden.backends.base import PREFERRED, Api, BackendRequest, BackendResponse
-from modelgarden.errors import BackendUnavailable, GardenError, Overloaded, UpstreamTimeout
+from modelgarden.errors import (
+    BackendUnavailable,
+    GardenError,
+    Overloaded,
+    UpstreamTimeout,
+    message_of,
+)
 from modelgarden.gateway import Route
 from modelgarden.security.auth import check_model, key_of
 from modelgarden.telemetry import Meter
@@ -188,10 +194,9 @@ async def _whole(
 ) -> AsyncIterator[bytes]:
     raw = b"".join([part async for part in body])
     data = orjson.loads(raw) if raw else {}
-    if "error" in data:
-        err = data["error"]
-        message = str(err.get("message", err) if isinstance(err, dict) else err)
-        raise GardenError(message)
+    # A failure's body has an error; a Responses answer carries "error": null when it has none.
+    if isinstance(data, dict) and (err := data.get("error")):
+        raise GardenError(message_of(err))
     yield orjson.dumps(_convert_whole(data, incoming, req, source))
 
 

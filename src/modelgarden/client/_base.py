@@ -20,6 +20,7 @@ import orjson
 from pydantic import BaseModel
 
 from modelgarden.client.errors import ResponseError, StreamError, for_status
+from modelgarden.errors import message_of
 from modelgarden.hosts import DEFAULT_HOST, DEFAULT_PORT, parse_host
 
 M = TypeVar("M", bound=BaseModel)
@@ -145,8 +146,7 @@ def parse_line(line: bytes | str, model: type[M]) -> M | None:
         return None
     data = orjson.loads(line)
     if isinstance(data, dict) and "error" in data:
-        err = data["error"]
-        raise StreamError(str(err.get("message", err) if isinstance(err, dict) else err))
+        raise StreamError(message_of(data["error"]))
     return model.model_validate(data)
 
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from modelgarden.errors import message_of
 from modelgarden.translate import ollama as ot
 from modelgarden.translate import openai as oa
 from modelgarden.types import Chunk, ToolCall, Usage
@@ -93,11 +94,8 @@ class SSEDecoder:
                 out.append(self._final())
                 continue
             event = orjson.loads(payload)
-            if "error" in event:
-                err = event["error"]
-                out.append(
-                    Chunk(error=str(err.get("message", err) if isinstance(err, dict) else err))
-                )
+            if err := event.get("error"):
+                out.append(Chunk(error=message_of(err)))
                 continue
             if chunk := self._event(event):
                 out.append(chunk)

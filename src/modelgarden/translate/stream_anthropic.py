@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from modelgarden.errors import message_of
 from modelgarden.translate import anthropic as an
 from modelgarden.translate.stream import DataEvents
 from modelgarden.types import Chunk, FinishReason, ToolCall, Usage
@@ -172,8 +173,7 @@ class AnthropicDecoder(DataEvents):
         elif kind == "message_stop":
             return Chunk(finish_reason=self._finish, usage=an.usage_in(self._usage))
         elif kind == "error":
-            err = data.get("error") or {}
-            return Chunk(error=str(err.get("message", err) if isinstance(err, dict) else err))
+            return Chunk(error=message_of(data.get("error") or {}))
         return None
 
     def _delta(self, index: int, delta: dict[str, Any]) -> Chunk | None:
