@@ -118,7 +118,9 @@ async def test_a_failed_probe_opens_the_breaker_for_another_cooldown(tmp_path: P
             assert (await chat(client)).status_code == 502  # the probe fails
             assert await breaker_of(client) == "open"
             clock.advance(9)
-            assert "circuit open" in (await chat(client)).json()["error"]
+            reopened = await chat(client)
+            assert "circuit open" in reopened.json()["error"]
+            assert reopened.headers["retry-after"] == "1"  # what is left of the cooldown
             assert len(daemon.received) == 3
 
 

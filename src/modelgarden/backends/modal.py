@@ -208,10 +208,7 @@ class ModalBackend(RemoteBackend):
     def _pick(self) -> ModalReplica:
         replica = next((r for r in self._order() if r.breaker.allow()), None)
         if not isinstance(replica, ModalReplica):
-            raise BackendUnavailable(
-                f"backend '{self.name}' is unavailable (circuit open)",
-                retry_after=self.config.breaker_cooldown,
-            )
+            raise self._circuit_open()
         return replica
 
     async def send(self, request: BackendRequest) -> BackendResponse:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -291,11 +291,23 @@ class RemoteBackend:
             url = self._urls[key] = URL(self.url_for(replica, api, endpoint))
         return url
 
-    def _order(self) -> list[Replica]:
-        """Least outstanding requests first; replicas whose breaker is not closed go last
-        (open, or half-open: they take a call only when no closed one is there)."""
+    def _order(self, tried: Collection[Replica] = ()) -> list[Replica]:
+        """Replicas ``tried`` already last; then those whose breaker is not closed (open, or
+        half-open: they take a call only when no closed one is there); least outstanding
+        requests first."""
         closed = BreakerState.CLOSED
-        return sorted(self.replicas, key=lambda r: (r.breaker.state() != closed, r.outstanding))
+        return sorted(
+            self.replicas,
+            key=lambda r: (r in tried, r.breaker.state() != closed, r.outstanding),
+        )
+
+    def _circuit_open(self) -> BackendUnavailable:
+        """The error for a call no replica's breaker lets through: retry when the first one
+        lets a probe through."""
+        wait = min((r.breaker.retry_in() for r in self.replicas), default=0.0)
+        return BackendUnavailable(
+            f"backend '{self.name}' is unavailable (circuit open)", retry_after=max(1.0, wait)
+        )
 
     async def request(
         self,
@@ -314,13 +326,9 @@ class RemoteBackend:
         last: GardenError = BackendUnavailable(f"backend '{self.name}' is unavailable")
         tried: set[Replica] = set()
         for attempt in range(self.config.retries + 1):
-            order = sorted(self._order(), key=lambda r: r in tried)  # stable: untried first
-            replica = next((r for r in order if r.breaker.allow()), None)
+            replica = next((r for r in self._order(tried) if r.breaker.allow()), None)
             if replica is None:
-                raise BackendUnavailable(
-                    f"backend '{self.name}' is unavailable (circuit open)",
-                    retry_after=self.config.breaker_cooldown,
-                )
+                raise self._circuit_open()
             tried.add(replica)
             replica.outstanding += 1
             try:
