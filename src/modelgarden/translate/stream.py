@@ -154,6 +154,12 @@ def sse(event: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
+def named_sse(kind: str, data: dict[str, Any]) -> bytes:
+    """One server-sent event frame with its ``event:`` name (Anthropic's and the Responses
+    API's streams name every event by its type)."""
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
 DONE = b"data: [DONE]\n\n"
 
 

@@ -13,18 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import orjson
-
 from modelgarden.errors import message_of
 from modelgarden.translate import anthropic as an
-from modelgarden.translate.stream import DataEvents
+from modelgarden.translate.stream import DataEvents, named_sse
 from modelgarden.types import Chunk, FinishReason, ToolCall, Usage
-
-
-def event(kind: str, data: dict[str, Any]) -> bytes:
-    """One server-sent event, named as Anthropic names it."""
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
 
 #: Error types by status, as Anthropic's API writes them.
 ERROR_TYPES = {
@@ -51,7 +43,7 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 def error_event(message: str, status: int = 500) -> bytes:
     """The event that reports a failure inside an Anthropic stream."""
-    return event("error", error_body(status, message))
+    return named_sse("error", error_body(status, message))
 
 
 class AnthropicEncoder:
@@ -81,25 +73,25 @@ class AnthropicEncoder:
             "stop_sequence": None,
             "usage": an.usage_out(None),
         }
-        start = event("message_start", {"type": "message_start", "message": message})
-        return start + event("ping", {"type": "ping"})
+        start = named_sse("message_start", {"type": "message_start", "message": message})
+        return start + named_sse("ping", {"type": "ping"})
 
     def _close(self) -> bytes:
         if self._open is None:
             return b""
         self._open = None
-        return event("content_block_stop", {"type": "content_block_stop", "index": self._index})
+        return named_sse("content_block_stop", {"type": "content_block_stop", "index": self._index})
 
     def _block(self, block: dict[str, Any]) -> bytes:
         out = self._close()
         self._index += 1
         self._open = str(block["type"])
         data = {"type": "content_block_start", "index": self._index, "content_block": block}
-        return out + event("content_block_start", data)
+        return out + named_sse("content_block_start", data)
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
         data = {"type": "content_block_delta", "index": self._index, "delta": delta}
-        return event("content_block_delta", data)
+        return named_sse("content_block_delta", data)
 
     def _streamed(self, kind: str, text: str) -> bytes:
         """A piece of a thinking or text block, opening the block when it is new."""
@@ -132,8 +124,10 @@ class AnthropicEncoder:
             reason = "tool_use" if self._calls else an.stop_reason(chunk)
             delta = {"stop_reason": reason, "stop_sequence": None}
             usage = an.usage_out(chunk.usage)
-            out += event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
-            out += event("message_stop", {"type": "message_stop"})
+            out += named_sse(
+                "message_delta", {"type": "message_delta", "delta": delta, "usage": usage}
+            )
+            out += named_sse("message_stop", {"type": "message_stop"})
         return out
 
     def fail(self, message: str) -> bytes:

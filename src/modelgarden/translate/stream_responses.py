@@ -16,22 +16,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from modelgarden.translate import responses as rs
-from modelgarden.translate.stream import DataEvents
+from modelgarden.translate.stream import DataEvents, named_sse
 from modelgarden.types import Chunk, FinishReason, InferenceRequest, ToolCall, Usage
-
-
-def event(kind: str, data: dict[str, Any]) -> bytes:
-    """One server-sent event, named by its type."""
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 def error_event(message: str, sequence: int = 0) -> bytes:
     """The ``error`` event of a Responses stream."""
     data = {"type": "error", "sequence_number": sequence, "code": "server_error"}
-    return event("error", {**data, "message": message, "param": None})
+    return named_sse("error", {**data, "message": message, "param": None})
 
 
 class ResponsesEncoder:
@@ -57,7 +50,7 @@ class ResponsesEncoder:
     def _event(self, kind: str, **data: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self._seq, **data}
         self._seq += 1
-        return event(kind, payload)
+        return named_sse(kind, payload)
 
     def _response(self, status: str, usage: Usage | None = None) -> dict[str, Any]:
         output = list(self._output) if status != "in_progress" else []
