@@ -157,3 +157,24 @@ def test_a_value_that_fits_no_branch_of_a_union_names_the_field_and_every_branch
         "invalid request: input: Input should be a valid string, or a valid list",
         "input",
     )
+
+
+async def test_a_whole_answer_that_fails_full_gets_each_familys_status() -> None:
+    """A full queue met while a whole answer is read: 503 on Ollama's API, 529 on
+    Anthropic's (its overloaded_error), the same status its error body names."""
+    from modelgarden.api.streaming import ANTHROPIC_SSE
+
+    full = errors.Overloaded("queue full")
+    ollama = RelayResponse(_upstream([], fail=full), stream=False, watch=ClientWatch(_never))
+    assert (await _run(ollama))[0] == 503
+    anthropic = RelayResponse(
+        _upstream([], fail=full), stream=False, watch=ClientWatch(_never), framing=ANTHROPIC_SSE
+    )
+    status, body = await _run(anthropic)
+    assert status == 529
+    assert orjson.loads(body)["error"]["type"] == "overloaded_error"
+
+
+async def _never() -> dict[str, object]:
+    await asyncio.sleep(3600)
+    return {"type": "http.disconnect"}

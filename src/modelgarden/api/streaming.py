@@ -29,7 +29,12 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from modelgarden.api.errors import anthropic_error_body, ollama_error_line, openai_error_body
+from modelgarden.api.errors import (
+    anthropic_error_body,
+    anthropic_status,
+    ollama_error_line,
+    openai_error_body,
+)
 from modelgarden.backends.base import BackendResponse
 from modelgarden.errors import BackendUnavailable, ClientClosed, GardenError, Overloaded
 from modelgarden.telemetry.meter import Meter
@@ -64,6 +69,8 @@ class Framing:
     body_status: Callable[[bytes], int]
     #: A whole error body for a message.
     error_body: Callable[[GardenError], bytes]
+    #: The status of a whole error answer (the error's own, unless the family says else).
+    error_status: Callable[[GardenError], int] = lambda exc: exc.status
 
 
 def _ndjson_complete(tail: bytes) -> bool:
@@ -108,6 +115,7 @@ ANTHROPIC_SSE = Framing(
     error_record=anthropic_error_event,
     body_status=lambda body: 500 if body.startswith(b'{"type":"error"') else 200,
     error_body=lambda exc: orjson.dumps(anthropic_error_body(exc)),
+    error_status=anthropic_status,
 )
 
 RESPONSES_SSE = Framing(
@@ -316,10 +324,12 @@ class RelayResponse(Response):
     async def _end(self, send: Send, message: str) -> None:
         """Finish a response the server is ending: a 503 in the API's shape when nothing
         was sent yet, else the stream's last error record."""
-        self.outcome = (Overloaded.status, message)
+        ending = Overloaded(message)
+        status = self.framing.error_status(ending)
+        self.outcome = (status, message)
         if not self.started:
-            body = self.framing.error_body(Overloaded(message))
-            await send(self._start(Overloaded.status, "application/json"))
+            body = self.framing.error_body(ending)
+            await send(self._start(status, "application/json"))
         elif not self.finished:
             body = self.framing.error_record(message)
         else:
@@ -360,7 +370,7 @@ class RelayResponse(Response):
             async for chunk in self.upstream.body:
                 parts.append(chunk)
         except GardenError as exc:
-            body, status = self.framing.error_body(exc), exc.status
+            body, status = self.framing.error_body(exc), self.framing.error_status(exc)
             self.outcome = (status, exc.message)
         else:
             body = b"".join(parts)
