@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 
 FOREVER = math.inf
 #: The longest duration Go (and so Ollama) can hold, ~292 years, in seconds.
@@ -114,3 +115,35 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{secs}s"
+
+
+#: The furthest a moment given as an offset may lie from now (a key's expiry, a usage
+#: window's start): 100 years, well inside what dates and timestamps can hold.
+FURTHEST = 100 * 365.25 * 86400
+
+
+class TooFar(ValueError):
+    """An offset beyond :data:`FURTHEST`."""
+
+
+def parse_offset(text: str) -> float:
+    """Seconds from ``30d`` (whole days) or a Go duration (``12h``, ``90m``). Raises
+    :class:`TooFar` beyond :data:`FURTHEST`, ``ValueError`` when it is neither form."""
+    value = text.strip()
+    if value.endswith("d") and value[:-1].isdigit():
+        days = int(value[:-1])
+        seconds = days * 86400.0 if days <= FURTHEST / 86400 else math.inf
+    else:
+        seconds = parse_go_duration(value)
+    if abs(seconds) > FURTHEST:
+        raise TooFar(f"{text.strip()[:40]!r} is more than 100 years away")
+    return seconds
+
+
+def parse_moment(text: str) -> float:
+    """Unix seconds of an ISO date or date-time (UTC unless it says otherwise). Raises
+    ``ValueError`` when it is not one."""
+    moment = datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

@@ -10,10 +10,15 @@ from hypothesis import strategies as st
 
 from modelgarden.durations import (
     FOREVER,
+    TooFar,
     format_duration,
     parse_go_duration,
     parse_keep_alive,
+    parse_moment,
+    parse_offset,
 )
+from modelgarden.errors import BadRequest
+from modelgarden.security.keys import expiry
 
 
 def test_forever_is_infinity() -> None:
@@ -202,3 +207,30 @@ def test_hms_duration_string(h: int, m: int, s: int) -> None:
 @given(st.floats(max_value=-1e-9, allow_nan=False))
 def test_any_negative_float_is_forever(x: float) -> None:
     assert parse_keep_alive(x) == FOREVER
+
+
+@pytest.mark.parametrize(
+    "text", ["9" * 400 + "d", "99999999h", "36526d", "-900000h", "9999999999999999999s"]
+)
+def test_an_offset_beyond_a_hundred_years_is_refused(text: str) -> None:
+    with pytest.raises(TooFar, match="more than 100 years"):
+        parse_offset(text)
+
+
+def test_offsets_and_moments_read_as_they_are_written() -> None:
+    assert parse_offset("30d") == 30 * 86400
+    assert parse_offset("1h30m") == 5400
+    assert parse_moment("2030-01-01") == 1893456000.0
+    assert parse_moment("2030-01-01T01:00:00+01:00") == 1893456000.0
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_offset("2030-01-01")
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [("9" * 400 + "d", "more than 100 years away"), ("9999-12-31", "more than 100 years away"),
+     ("-1h", "has passed"), ("2020-01-01", "has passed"), ("5x", "expected 30d")],
+)  # fmt: skip
+def test_a_key_expiry_out_of_range_is_a_clear_400(text: str, said: str) -> None:
+    with pytest.raises(BadRequest, match=said):
+        expiry(text)

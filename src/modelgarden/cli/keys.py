@@ -60,7 +60,10 @@ class KeyList(BaseModel):
 def _when(stamp: float | None) -> str:
     if stamp is None:
         return "never"
-    return datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        return datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, OSError, ValueError):  # a key made before expiries were bounded
+        return "beyond the year 9999"
 
 
 @click.group()

@@ -22,14 +22,13 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import structlog
 
 from modelgarden.config import Settings
 from modelgarden.db import Database, DatabaseError, connect
-from modelgarden.durations import parse_go_duration
+from modelgarden.durations import FURTHEST, TooFar, parse_moment, parse_offset
 from modelgarden.errors import BadRequest, RateLimited
 from modelgarden.security.shared import SharedLimits, Unreachable
 from modelgarden.tasks import cancel_and_wait
@@ -216,23 +215,21 @@ def expiry(text: str | None) -> float | None:
     """When a key expires (Unix time), from ``30d``/``12h`` or an ISO date; ``None``: never."""
     if text is None or not text.strip():
         return None
-    text = text.strip()
-    if text[-1] == "d" and text[:-1].isdigit():
-        return time.time() + int(text[:-1]) * 86400
-    if text[-1] in "hms":
-        try:
-            return time.time() + parse_go_duration(text)
-        except ValueError:
-            pass
+    now = time.time()
     try:
-        when = datetime.fromisoformat(text)
+        when = now + parse_offset(text)
+    except TooFar as exc:
+        raise BadRequest(f"expires: {exc}") from None
     except ValueError:
-        raise BadRequest(f"expires: expected 30d, 12h or an ISO date, got {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if when.timestamp() <= time.time():
+        try:
+            when = parse_moment(text)
+        except ValueError:
+            raise BadRequest(f"expires: expected 30d, 12h or an ISO date, got {text!r}") from None
+    if when <= now:
         raise BadRequest("expires: that moment has passed")
-    return when.timestamp()
+    if when > now + FURTHEST:
+        raise BadRequest("expires: that moment is more than 100 years away")
+    return when
 
 
 class DatabaseOwner(Protocol):

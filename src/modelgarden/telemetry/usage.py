@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from modelgarden.db import Database, DatabaseError
-from modelgarden.durations import parse_go_duration
+from modelgarden.durations import TooFar, parse_moment, parse_offset
 from modelgarden.tasks import cancel_and_wait
 from modelgarden.telemetry.record import RequestRecord
 
@@ -201,19 +201,15 @@ async def summary(
 def parse_since(text: str, now: float) -> float:
     """A moment as Unix seconds: ``7d``, a Go duration (``24h``, ``90m``) back from ``now``,
     or an ISO date or date-time (UTC unless it says otherwise). Raises ``ValueError``."""
-    value = text.strip()
-    if value.endswith("d") and value[:-1].isdigit():
-        return now - int(value[:-1]) * 86400
     try:
-        return now - parse_go_duration(value)
+        return now - parse_offset(text)
+    except TooFar:
+        raise
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(value)
+        return parse_moment(text)
     except ValueError:
         raise ValueError(
             f"invalid time {text!r}: expected 7d, 24h, 2025-01-31 or 2025-01-31T12:00"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
