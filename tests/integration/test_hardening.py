@@ -321,3 +321,29 @@ def test_create_refuses_the_fields_it_cannot_honour(garden: GardenServer) -> Non
     shown = httpx.post(garden.url + "/api/show", json={"model": "older"}).json()
     assert shown["system"] == "terse"
     httpx.request("DELETE", garden.url + "/api/delete", json={"model": "older"})
+
+
+def test_local_keys_use_the_env_files_database_and_bad_input_is_one_line(
+    tmp_path: object,
+) -> None:
+    """``keys create --local`` writes the database the gateway's ``.env`` names (the way back
+    in for a locked-out operator), and each kind of bad input is one ``Error:`` line."""
+    from pathlib import Path
+
+    root = Path(str(tmp_path))
+    db, env_file = root / "from-env.db", root / "gateway.env"
+    env_file.write_text(f"GARDEN_DATABASE_URL=sqlite:///{db}\n")
+    local = ("keys", "create", "--local", "--env-file", str(env_file))
+    made = garden_cmd(None, *local, "--name", "root", GARDEN_MODELS=str(root / "models"))
+    assert made.returncode == 0, made.stderr
+    assert db.exists() and not (root / "models" / "garden.db").exists()
+    for args, said in [
+        (("--name", "x", "--expires", "bogus"), "expires: expected 30d, 12h or an ISO date"),
+        (("--name", "x", "--expires", "9" * 400 + "d"), "more than 100 years away"),
+        (("--name", ""), "name: String should have at least 1 character"),
+        (("--name", "x", "--from-env", "SHORT"), "a key must be mg- and at least 32"),
+    ]:
+        bad = garden_cmd(None, *local, *args, GARDEN_MODELS=str(root / "models"), SHORT="mg-x")
+        assert bad.returncode == 1, bad.stderr
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and said in lines[0], lines

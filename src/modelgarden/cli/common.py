@@ -7,13 +7,40 @@ import functools
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from modelgarden.client import Client, ClientError, ClientOptions, RetryPolicy, Unavailable
 
+if TYPE_CHECKING:
+    from modelgarden.config import EnvFile, Settings
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``--env-file``, for the verbs that read the settings (``serve``, ``doctor``, ``keys --local``).
+ENV_FILE_OPTION = click.option(
+    "--env-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=".env file to read (default ./.env when present; env GARDEN_ENV_FILE).",
+)
+
+
+def read_settings(
+    config_file: Path | None, env_file: Path | None, **overrides: Any
+) -> tuple[Settings, Path | None, EnvFile | None]:
+    """The settings from every source (README, Settings), the ``garden.toml`` and ``.env``
+    files they came from; the file's other variables are put in the environment."""
+    from modelgarden.config import find_config_file, find_env_file, load_settings, read_env_file
+
+    env_path = find_env_file(env_file)
+    env = read_env_file(env_path) if env_path is not None else None
+    found = find_config_file(config_file, env)
+    settings = load_settings(found, env, **overrides)
+    if env is not None:
+        env.export()
+    return settings, found, env
 
 
 def open_client() -> Client:
@@ -28,11 +55,16 @@ def fail(message: str) -> None:
 
 
 def handles_errors(fn: F) -> F:
-    """Turn client and setting errors into one line on stderr and exit status 1."""
+    """Turn client, setting, database and input errors into one line on stderr and exit
+    status 1 (a verb that writes the database itself, ``--local``, meets the last three)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+
         from modelgarden.config import ConfigError
+        from modelgarden.db import DatabaseError
+        from modelgarden.errors import GardenError
 
         try:
             return fn(*args, **kwargs)
@@ -41,8 +73,12 @@ def handles_errors(fn: F) -> F:
                 f"could not connect to a running server at {open_client().base_url} "
                 "(start one with `garden serve`)"
             )
-        except (ClientError, ConfigError) as exc:
+        except (ClientError, ConfigError, DatabaseError, GardenError) as exc:
             fail(str(exc))
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"])
+            fail(f"{where}: {first['msg']}" if where else str(first["msg"]))
         except KeyboardInterrupt:
             click.echo("", err=True)
             sys.exit(130)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,13 @@ from urllib.parse import quote
 import click
 from pydantic import BaseModel, ConfigDict
 
-from modelgarden.cli.common import handles_errors, open_client, table
+from modelgarden.cli.common import (
+    ENV_FILE_OPTION,
+    handles_errors,
+    open_client,
+    read_settings,
+    table,
+)
 
 _LOCAL = click.option(
     "--local",
@@ -81,6 +89,7 @@ def keys() -> None:
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Requests at once.")
 @_LOCAL
 @_CONFIG
+@ENV_FILE_OPTION
 @click.option(
     "--from-env", "from_env", metavar="VAR",
     help="With --local: the key is this environment variable's value (a deployment's own).",
@@ -97,6 +106,7 @@ def create(
     max_concurrent: int | None,
     local: bool,
     config_file: Path | None,
+    env_file: Path | None,
     from_env: str | None,
     if_absent: bool,
 ) -> None:
@@ -110,7 +120,7 @@ def create(
         raise click.UsageError("--from-env and --if-absent write the database: add --local")
     if local:
         secret = _secret_from(from_env)
-        made = asyncio.run(_create_local(body, config_file, secret, if_absent))
+        made = asyncio.run(_create_local(body, (config_file, env_file), secret, if_absent))
         if made is None:
             click.echo(f"A key named {name} exists already: nothing made.", err=True)
             return
@@ -157,18 +167,22 @@ def list_keys() -> None:
     table(rows)
 
 
-async def _local_ring(config_file: Path | None) -> Any:
-    """A key ring on the database the settings name (the gateway's own, opened here)."""
-    from modelgarden.config import find_config_file, load_settings
+@asynccontextmanager
+async def _local_ring(config_file: Path | None, env_file: Path | None) -> AsyncIterator[Any]:
+    """A key ring on the database the settings name (the gateway's own: read from the same
+    ``garden.toml`` and ``.env`` it reads), closed on the way out."""
     from modelgarden.db import connect
     from modelgarden.security.keys import SCHEMA, KeyRing
 
-    settings = load_settings(find_config_file(config_file))
+    settings, _, _ = read_settings(config_file, env_file)
     ring = KeyRing()
     ring.db = await connect(settings.database_url, settings.models_dir)
-    await ring.db.ensure_schema(SCHEMA)
-    await ring.reload()
-    return ring
+    try:
+        await ring.db.ensure_schema(SCHEMA)
+        await ring.reload()
+        yield ring
+    finally:
+        await ring.db.close()
 
 
 def _secret_from(variable: str | None) -> str | None:
@@ -181,7 +195,10 @@ def _secret_from(variable: str | None) -> str | None:
 
 
 async def _create_local(
-    body: dict[str, Any], config_file: Path | None, secret: str | None, if_absent: bool
+    body: dict[str, Any],
+    files: tuple[Path | None, Path | None],
+    secret: str | None,
+    if_absent: bool,
 ) -> dict[str, Any] | None:
     """Write a key to the database; ``None`` when ``if_absent`` and the name exists."""
     from modelgarden.api.keys import KeyRequest
@@ -189,8 +206,7 @@ async def _create_local(
     from modelgarden.security.keys import expiry
 
     req = KeyRequest(**body)
-    ring = await _local_ring(config_file)
-    try:
+    async with _local_ring(*files) as ring:
         if if_absent and any(k.name == req.name for k in ring.all()):
             return None
         limits = (req.rpm, req.tpm, req.max_concurrent)
@@ -203,28 +219,24 @@ async def _create_local(
             if if_absent and any(k.name == req.name for k in ring.all()):
                 return None
             raise
-    finally:
-        await ring.db.close()
     return {**key.public(), "key": made}
 
 
 @keys.command("purge")
 @_LOCAL
 @_CONFIG
+@ENV_FILE_OPTION
 @click.option("--yes", is_flag=True, help="Confirm: every key is deleted, the gateway opens.")
 @handles_errors
-def purge(local: bool, config_file: Path | None, yes: bool) -> None:
+def purge(local: bool, config_file: Path | None, env_file: Path | None, yes: bool) -> None:
     """Delete every key: the gateway is open again (on loopback only, unless --insecure)."""
     if not local or not yes:
         raise click.UsageError("purge deletes every key: run it on the gateway's machine with "
                                "--local --yes")  # fmt: skip
 
     async def run() -> int:
-        ring = await _local_ring(config_file)
-        try:
+        async with _local_ring(config_file, env_file) as ring:
             return int(await ring.purge())
-        finally:
-            await ring.db.close()
 
     click.echo(f"Deleted {asyncio.run(run())} key(s); the gateway asks for none now.", err=True)
 

@@ -4,16 +4,16 @@ the registration of every other verb from its module."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from modelgarden import __version__
 from modelgarden.cli import keys, models, run, telemetry
-from modelgarden.cli.common import handles_errors
+from modelgarden.cli.common import ENV_FILE_OPTION, handles_errors, read_settings
 
 if TYPE_CHECKING:
-    from modelgarden.config import EnvFile, Settings
+    pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,30 +22,11 @@ def main() -> None:
     """modelgarden: a drop-in Ollama and OpenAI-compatible model gateway."""
 
 
-_ENV_FILE_HELP = ".env file to read (default ./.env when present; env GARDEN_ENV_FILE)."
-
-
-def _settings(
-    config_file: Path | None, env_file: Path | None, **overrides: Any
-) -> tuple[Settings, Path | None, EnvFile | None]:
-    """The settings from every source (README, Settings), the ``garden.toml`` and ``.env``
-    files they came from; the file's other variables are put in the environment."""
-    from modelgarden.config import find_config_file, find_env_file, load_settings, read_env_file
-
-    env_path = find_env_file(env_file)
-    env = read_env_file(env_path) if env_path is not None else None
-    found = find_config_file(config_file, env)
-    settings = load_settings(found, env, **overrides)
-    if env is not None:
-        env.export()
-    return settings, found, env
-
-
 @main.command()
 @click.option("--host", help="Address to listen on (default 127.0.0.1:11434; env OLLAMA_HOST).")
 @click.option("--models", "models_dir", type=click.Path(path_type=Path), help="Models folder.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="garden.toml path.")
-@click.option("--env-file", type=click.Path(path_type=Path), help=_ENV_FILE_HELP)
+@ENV_FILE_OPTION
 @click.option(
     "--insecure",
     is_flag=True,
@@ -70,7 +51,7 @@ def serve(
     """Start the gateway (serves the default model smollm2:135m out of the box)."""
     from modelgarden.server import serve as run_server
 
-    settings, found, env = _settings(
+    settings, found, env = read_settings(
         config_file, env_file, host=host, models_dir=models_dir, insecure=insecure, workers=workers
     )
     run_server(settings, found, env.path if env is not None else None)
@@ -79,7 +60,7 @@ def serve(
 @main.command()
 @click.option("--models", "models_dir", type=click.Path(path_type=Path), help="Models folder.")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="garden.toml path.")
-@click.option("--env-file", type=click.Path(path_type=Path), help=_ENV_FILE_HELP)
+@ENV_FILE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handles_errors
 def doctor(
@@ -91,7 +72,7 @@ def doctor(
 
     from modelgarden.doctor import render, report
 
-    settings, _, _ = _settings(config_file, env_file, models_dir=models_dir)
+    settings, _, _ = read_settings(config_file, env_file, models_dir=models_dir)
     data = report(settings)
     if as_json:
         click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
