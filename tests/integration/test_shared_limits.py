@@ -51,6 +51,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "ten": local_key(settings, "--name", "ten", "--rpm", "10"),
         "one": local_key(settings, "--name", "one", "--max-concurrent", "1"),
         "down": local_key(settings, "--name", "down", "--rpm", "2"),
+        "tokens": local_key(settings, "--name", "tokens", "--tpm", "20"),
     }
     gateways = [start_server(root / f"g{i}", **settings) for i in range(3)]
     yield Cluster(redis, gateways, settings, keys)
@@ -87,6 +88,26 @@ def test_a_rate_limit_holds_across_gateways_together(cluster: Cluster) -> None:
     refused = call(cluster.gateways[0], cluster.keys["ten"])
     assert refused.status_code == 429 and refused.headers["retry-after"]
     assert "10 requests per minute" in refused.json()["error"]
+
+
+def test_tokens_spent_on_one_gateway_count_on_the_others(cluster: Cluster) -> None:
+    first, other = cluster.gateways[0], cluster.gateways[1]
+    spent = httpx.post(
+        first.url + "/api/generate",
+        json={"model": DEFAULT_MODEL, "prompt": "Count to ten.", "stream": False,
+              "options": {"temperature": 0, "seed": 42, "num_predict": 24}},
+        headers={"Authorization": f"Bearer {cluster.keys['tokens']}"},
+        timeout=60,
+    )  # fmt: skip
+    assert spent.status_code == 200, spent.text
+    assert spent.json()["prompt_eval_count"] + spent.json()["eval_count"] > 20
+
+    def refused_elsewhere() -> bool:
+        return call(other, cluster.keys["tokens"]).status_code == 429
+
+    assert wait_until(refused_elsewhere, timeout=5)  # the spend reached Redis
+    refused = call(other, cluster.keys["tokens"])
+    assert "20 tokens per minute" in refused.json()["error"]
 
 
 def test_one_concurrent_request_means_one_across_gateways(cluster: Cluster) -> None:

@@ -4,6 +4,7 @@ counts, says so, and tries again only after the retry delay (an injected clock).
 from __future__ import annotations
 
 import pytest
+import redis.exceptions
 
 from modelgarden.errors import RateLimited
 from modelgarden.security.keys import Key, KeyRing
@@ -43,4 +44,14 @@ async def test_keys_without_limits_never_ask_the_store() -> None:
     free = Key("key_2", "free", "user", [], 0.0)
     assert await ring.admit(free) is None
     assert shared.up is True  # it was never asked
+    await shared.close()
+
+
+async def test_tokens_spent_while_the_store_is_down_are_kept_for_when_it_is_back() -> None:
+    shared = SharedLimits("redis://127.0.0.1:1/0", timeout=0.2)
+    shared.spend("key_1", 30, 100)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await shared._flush()
+    shared.spend("key_1", 5, 100)
+    assert shared._pending.spent == {"key_1": (35, 100)}  # neither batch lost
     await shared.close()

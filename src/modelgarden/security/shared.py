@@ -212,7 +212,7 @@ class SharedLimits:
         for key_id, lease in pending.released:
             pipe.zrem(self._keys(key_id)[2], lease)
         for key_id, (tokens, tpm) in pending.spent.items():
-            self._spend(keys=[self._keys(key_id)[1]], args=[now, tokens, tpm], client=pipe)
+            await self._spend(keys=[self._keys(key_id)[1]], args=[now, tokens, tpm], client=pipe)
         if renew:  # the set itself expires too: keep it while a lease in it lives
             for lease, key_id in self._held.items():
                 conc = self._keys(key_id)[2]
@@ -220,8 +220,10 @@ class SharedLimits:
                 pipe.pexpire(conc, self._ttl_ms + 1000)
         try:
             await pipe.execute()
-        except Exception:
-            self._pending.released.extend(pending.released)  # retried once Redis is back
+        except Exception:  # retried once Redis is back: releases, and the tokens spent
+            self._pending.released.extend(pending.released)
+            for key_id, (tokens, tpm) in pending.spent.items():
+                self.spend(key_id, tokens, tpm)
             raise
         self._came_back()
 
