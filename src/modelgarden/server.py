@@ -22,7 +22,7 @@ from modelgarden.api.streaming import Drain
 from modelgarden.config import ConfigError, Settings
 from modelgarden.db import DatabaseError
 from modelgarden.gateway import Gateway
-from modelgarden.security.keys import count_keys
+from modelgarden.security.keys import RECOVER, count_keys
 from modelgarden.telemetry.logging import configure_logging
 from modelgarden.workers import (
     ENV_PRIMARY,
@@ -123,8 +123,7 @@ def check_exposure(settings: Settings) -> None:
         return
     raise ConfigError(
         f"refusing to listen on {host}:{port}: {problem}; create an admin key first "
-        "(`garden keys create --name admin --scope admin` against a gateway on 127.0.0.1), "
-        "or pass --insecure"
+        f"({RECOVER}), or pass --insecure"
     )
 
 

@@ -94,7 +94,7 @@ def show(model: str, part: str | None) -> None:
     "--file",
     "path",
     required=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A GGUF file, or a Modelfile whose FROM names a GGUF file or a model.",
 )
 @handles_errors

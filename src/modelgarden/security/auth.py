@@ -108,9 +108,8 @@ class Auth:
             return
         if not self.keys.enabled:  # exposed, and its keys were deleted while it runs
             exc = Unauthorized(
-                "this gateway listens beyond loopback and has no API key: create one on its "
-                "machine (garden keys create --local --name admin --scope admin), or restart "
-                "it with --insecure"
+                f"this gateway listens beyond loopback and has no API key: {RECOVER} "
+                "(or restart it with --insecure)"
             )
             await self.reject(scope, receive, send, exc)
             return

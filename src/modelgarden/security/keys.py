@@ -262,7 +262,6 @@ class KeyRing:
         self._by_hash: dict[str, Key] = {}
         self._by_id: dict[str, Key] = {}
         self.loaded = False
-        self._enabled = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -273,7 +272,7 @@ class KeyRing:
         last one expires or is revoked it is locked (:data:`RECOVER` says how to get back
         in); only deleting every key (``garden keys purge --local``) opens it again.
         """
-        return self._enabled
+        return bool(self._by_hash)
 
     @property
     def any_usable(self) -> bool:
@@ -317,7 +316,6 @@ class KeyRing:
             by_hash[hashed] = key
         self._by_hash = by_hash
         self._by_id = {k.id: k for k in by_hash.values()}
-        self._enabled = bool(by_hash)
         self.loaded = True
 
     def find(self, secret: str) -> Key | None:

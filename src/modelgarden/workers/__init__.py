@@ -41,10 +41,9 @@ from modelgarden.workers.gateway import PrimaryLocal, WorkerGateway
 from modelgarden.workers.link import PrimaryProxy, WorkerLink
 from modelgarden.workers.records import RecordReader, RecordShipper
 from modelgarden.workers.sockets import listen_socket, steer_to_workers
-from modelgarden.workers.supervisor import ENV_INDEX, ENV_PRIMARY, ENV_RECORDS_FD, Workers
+from modelgarden.workers.supervisor import ENV_PRIMARY, ENV_RECORDS_FD, Workers
 
 __all__ = [
-    "ENV_INDEX",
     "ENV_PRIMARY",
     "ENV_RECORDS_FD",
     "PrimaryLocal",

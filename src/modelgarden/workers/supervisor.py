@@ -17,6 +17,7 @@ import structlog
 
 from modelgarden.config import Settings
 from modelgarden.memory_release import MemoryRelease
+from modelgarden.tasks import cancel_and_wait
 from modelgarden.telemetry import Telemetry
 from modelgarden.telemetry.record import RequestRecord
 from modelgarden.workers.records import RecordReader
@@ -26,7 +27,6 @@ log = structlog.get_logger(__name__)
 #: Environment of a relay worker: the primary's private URL, the record pipe, its number.
 ENV_PRIMARY = "GARDEN_WORKER_PRIMARY"
 ENV_RECORDS_FD = "GARDEN_WORKER_RECORDS_FD"
-ENV_INDEX = "GARDEN_WORKER_INDEX"
 #: The longest pause before a worker that keeps dying is started again.
 MAX_RESTART_PAUSE = 30.0
 #: A worker that lived this long before dying is restarted at once.
@@ -89,7 +89,7 @@ class Workers:
         self._retire: dict[int, asyncio.Event] = {}  # by worker number
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _env(self, index: int, fd: int) -> dict[str, str]:
+    def _env(self, fd: int) -> dict[str, str]:
         env = dict(os.environ)
         s = self.settings
         env.update(
@@ -99,7 +99,6 @@ class Workers:
                 "GARDEN_WORKERS": "1",
                 ENV_PRIMARY: self.primary_url,
                 ENV_RECORDS_FD: str(fd),
-                ENV_INDEX: str(index),
             }
         )
         if s.insecure:
@@ -122,7 +121,7 @@ class Workers:
         read_fd, write_fd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "modelgarden", "serve", env=self._env(index, write_fd),
+                sys.executable, "-m", "modelgarden", "serve", env=self._env(write_fd),
                 pass_fds=(write_fd,), stdin=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
         finally:
@@ -229,8 +228,7 @@ class Workers:
         """Stop every worker and wait for it (and its last records); one still running after
         ``within`` seconds is killed."""
         self.signal_stop()
-        for task in self._tasks:
-            task.cancel()
+        await cancel_and_wait(*self._tasks)
         waits = [p.wait() for p in self._all() if p.returncode is None]
         try:
             async with asyncio.timeout(within):
