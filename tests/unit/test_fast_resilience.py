@@ -8,7 +8,7 @@ nothing sleeps: the breaker's cool-down passes when the test moves the clock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +208,37 @@ async def test_a_replica_that_fails_before_answering_is_retried_on_the_next(
     assert backoffs == [0, 0]
     assert (len(a.received), len(b.received)) == (2, 2)
     assert [r["consecutive_failures"] for r in state["replicas"]] == [2, 1]
+
+
+async def test_a_model_that_refused_think_is_sent_without_it_once_known() -> None:
+    """Claude Code sends thinking with every request: an Ollama upstream whose model cannot
+    think refuses it once; later requests go once, without ``think``, until that is old."""
+    from modelgarden.backends.base import Api, BackendRequest, BackendResponse
+    from modelgarden.backends.remote import THINKLESS_FOR, RelaxedThink
+    from modelgarden.errors import BadRequest
+
+    clock = FakeClock()
+    relaxed = RelaxedThink(clock)
+    sent: list[bool] = []
+
+    async def upstream_send(request: BackendRequest) -> BackendResponse:
+        sent.append("think" in request.body)
+        if "think" in request.body:
+            raise BadRequest('"m" does not support thinking')
+        return BackendResponse(200, "application/json", _empty(), Api.OLLAMA)
+
+    ask = BackendRequest(Api.OLLAMA, "chat", "m", {"think": True}, False, 0, relax_think=True)
+    await relaxed.send(upstream_send, ask)
+    assert sent == [True, False]  # refused, then sent again without it
+    await relaxed.send(upstream_send, ask)
+    assert sent == [True, False, False]  # known: one request
+    clock.advance(THINKLESS_FOR + 1)
+    await relaxed.send(upstream_send, ask)
+    assert sent[3:] == [True, False]  # asked again once the knowledge is old
+    strict = BackendRequest(Api.OLLAMA, "chat", "m", {"think": True}, False, 0)
+    with pytest.raises(BadRequest):  # a client that asked for think itself is told
+        await relaxed.send(upstream_send, strict)
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    yield b"{}"

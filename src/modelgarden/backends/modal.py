@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import orjson
 
 from modelgarden.backends.base import Api, BackendRequest, BackendResponse
-from modelgarden.backends.remote import RemoteBackend, Replica, send_relaxed
+from modelgarden.backends.remote import RemoteBackend, Replica
 from modelgarden.breaker import CircuitBreaker
 from modelgarden.config.backends import BackendConfig
 from modelgarden.errors import BackendUnavailable, GardenError, Overloaded, UpstreamTimeout
@@ -214,7 +214,7 @@ class ModalBackend(RemoteBackend):
     async def send(self, request: BackendRequest) -> BackendResponse:
         """One inference request, through ``stream`` or ``proxy`` as the client asked (``think``
         relaxed as on every Ollama upstream)."""
-        return await send_relaxed(self._send, request)
+        return await self.relaxed.send(self._send, request)
 
     async def _send(self, request: BackendRequest) -> BackendResponse:
         call = {

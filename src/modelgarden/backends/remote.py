@@ -51,19 +51,44 @@ RETRYABLE = frozenset({429, 500, 502, 503, 504, 529})
 THINKLESS = "does not support thinking"
 
 
-async def send_relaxed(
-    send: Callable[[BackendRequest], Awaitable[BackendResponse]], request: BackendRequest
-) -> BackendResponse:
-    """Send to an Ollama upstream; ``think`` that the model refuses is dropped and the request
-    sent again when the client's API sends it to every model (``relax_think``), as Ollama
-    itself does for Claude Code."""
-    try:
-        return await send(request)
-    except BadRequest as exc:
-        if not (request.relax_think and "think" in request.body and THINKLESS in exc.message):
-            raise
+#: How long a model that refused ``think`` is believed unable to think (it may be replaced).
+THINKLESS_FOR = 300.0
+
+
+class RelaxedThink:
+    """Owns what an Ollama upstream said of ``think``: ``think`` that a model refuses is
+    dropped and the request sent again when the client's API sends it to every model
+    (``relax_think``), as Ollama itself does for Claude Code. The models that refused are
+    remembered for :data:`THINKLESS_FOR`, so their next requests go once, without it."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._thinkless: dict[str, float] = {}  # model -> until when it is believed so
+
+    async def send(
+        self,
+        send: Callable[[BackendRequest], Awaitable[BackendResponse]],
+        request: BackendRequest,
+    ) -> BackendResponse:
+        """Send ``request`` with ``send``, relaxing ``think`` as the upstream requires."""
+        if not (request.relax_think and "think" in request.body):
+            return await send(request)
+        if self._thinkless.get(request.model, 0.0) > self.clock():
+            return await send(_without_think(request))
+        try:
+            return await send(request)
+        except BadRequest as exc:
+            if THINKLESS not in exc.message:
+                raise
+        if len(self._thinkless) >= 4096:
+            self._thinkless.clear()
+        self._thinkless[request.model] = self.clock() + THINKLESS_FOR
+        return await send(_without_think(request))
+
+
+def _without_think(request: BackendRequest) -> BackendRequest:
     body = {k: v for k, v in request.body.items() if k != "think"}
-    return await send(replace(request, body=body, relax_think=False))
+    return replace(request, body=body, relax_think=False)
 
 
 class Replica:
@@ -102,6 +127,8 @@ class RemoteBackend:
             self.apis = frozenset(Api(a) for a in config.apis)
         #: What the breakers read the time from (monotonic seconds; a fake one in tests).
         self.clock = clock
+        #: ``think`` dropped for models that refuse it (Ollama and Modal upstreams).
+        self.relaxed = RelaxedThink(clock)
         self.replicas = [Replica(url, self.breaker()) for url in config.urls]
         self.limiter = Limiter(config.max_concurrency, config.max_queue)
         self._ids: dict[str, str] = {}
@@ -478,8 +505,8 @@ class OllamaBackend(RemoteBackend):
         return f"{replica.url}{prefix}{endpoint}"
 
     async def send(self, request: BackendRequest) -> BackendResponse:
-        """Relay one request (``think`` relaxed: :func:`send_relaxed`)."""
-        return await send_relaxed(super().send, request)
+        """Relay one request (``think`` relaxed: :class:`RelaxedThink`)."""
+        return await self.relaxed.send(super().send, request)
 
     async def forward(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None
