@@ -49,11 +49,13 @@ _BY_STATUS: dict[int, type[GardenError]] = {
 KEEPALIVE = 15.0
 
 
-def new_session(*, connect_timeout: float = 10.0) -> aiohttp.ClientSession:
+def new_session(
+    *, connect_timeout: float = 10.0, keepalive: float = KEEPALIVE
+) -> aiohttp.ClientSession:
     """A client session tuned for relaying: pooled keep-alive, no body decoding, no cookie
     jar (an upstream's cookies are never kept, so one client's never reach another's
     requests; and no jar is consulted per request)."""
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=keepalive, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=None)
     return aiohttp.ClientSession(
         connector=connector,

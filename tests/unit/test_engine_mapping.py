@@ -4,14 +4,17 @@ bodies, and the engine's streamed events to Ollama records."""
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
+from modelgarden.engine.client import EngineClient
 from modelgarden.engine.ollama import keep_to_fit
 from modelgarden.engine.records import REPEAT_LIMIT, RecordStream, Tools, join
 from modelgarden.engine.request import LAYOUT, closed, completion_body, sampling
-from modelgarden.errors import BadRequest
+from modelgarden.errors import BadRequest, RunnerFailed
 from modelgarden.model_options import validate_options
 from modelgarden.templates.thinking import ThinkingParser
 
@@ -211,3 +214,46 @@ def test_an_answer_stuck_on_one_piece_is_ended_as_ollama_ends_it() -> None:
         stream.feed(ev(" the"))
     (final,) = stream.cut()
     assert final["done"] is True and final["done_reason"] == "stop" and final["eval_count"] == 3
+
+
+class _Answer:
+    """A runner's streamed ``/completion`` answer: one final event."""
+
+    status = 200
+
+    def __init__(self) -> None:
+        async def lines() -> AsyncIterator[bytes]:
+            yield b'data: {"content": "hi", "stop": true}\n'
+
+        self.content = lines()
+
+    def release(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Pool:
+    """A connection pool whose first ``failures`` connections the runner had closed."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.posts = 0
+
+    async def post(self, url: str, **_: object) -> _Answer:
+        self.posts += 1
+        if self.posts <= self.failures:
+            raise aiohttp.ClientOSError(None, "Can not write request body for " + url)
+        return _Answer()
+
+
+async def test_a_pooled_connection_the_runner_closed_is_tried_once_more() -> None:
+    pool = _Pool(failures=1)
+    client = EngineClient(pool, "http://127.0.0.1:9")  # type: ignore[arg-type]
+    events = [e async for e in await client.completion({"prompt": "hi"})]
+    assert events == [{"content": "hi", "stop": True}] and pool.posts == 2
+    dead = _Pool(failures=2)  # twice: the runner is gone, not a stale connection
+    with pytest.raises(RunnerFailed, match=r"not answering: .*Can not write request body"):
+        await EngineClient(dead, "http://127.0.0.1:9").completion({})  # type: ignore[arg-type]
+    assert dead.posts == 2

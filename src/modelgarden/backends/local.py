@@ -52,6 +52,9 @@ if TYPE_CHECKING:
     from modelgarden.telemetry.tracing import LoadWindow, Upstream
 
 log = structlog.get_logger(__name__)
+#: Seconds an idle connection to a runner is kept: under the 5 s after which llama.cpp's
+#: HTTP server closes it, so a request never picks a connection closed under it.
+RUNNER_KEEPALIVE = 4.0
 #: Bounds of the load options a request may set (``num_thread`` by this machine's cores).
 CORES = os.cpu_count() or 1
 MAX_BATCH = 8192
@@ -95,7 +98,8 @@ class LocalBackend:
         open the runner connection pool."""
         await asyncio.to_thread(seed_default_model, self.store, self.settings.default_model)
         self._vram = await asyncio.to_thread(offload_memory, self.settings.llama_server)
-        self._session = new_session(connect_timeout=5.0)
+        # Idle connections to runners are dropped before llama.cpp's server (5 s) drops them.
+        self._session = new_session(connect_timeout=5.0, keepalive=RUNNER_KEEPALIVE)
 
     async def close(self) -> None:
         """Stop every runner and close connections."""

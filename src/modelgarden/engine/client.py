@@ -20,6 +20,10 @@ from modelgarden.errors import BadRequest, GardenError, RunnerFailed
 from modelgarden.upstream_http import error_message
 
 JSON = {"content-type": "application/json"}
+#: How a request fails on a pooled connection the runner had already closed (its HTTP server
+#: ends idle and long-used keep-alive connections on its own): before any answer, so the
+#: runner never began it and it is sent once more, on a new connection.
+STALE = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
 
 
 @dataclass(frozen=True)
@@ -62,16 +66,30 @@ class EngineClient:
         self.base_url = base_url
         self._props: EngineProps | None = None
 
+    async def _send(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST ``body`` and return the response once its head has come (once more on a
+        fresh connection if a pooled one turns out closed: :data:`STALE`)."""
+        data = orjson.dumps(body)
+        for attempt in (1, 2):
+            try:
+                return await self.session.post(self.base_url + path, data=data, headers=JSON)
+            except STALE as exc:
+                if attempt == 2:
+                    raise RunnerFailed(f"llama runner process is not answering: {exc}") from None
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                raise RunnerFailed(f"llama runner process is not answering: {exc}") from None
+        raise AssertionError("unreachable")
+
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        response = await self._send(path, body)
         try:
-            async with self.session.post(
-                self.base_url + path, data=orjson.dumps(body), headers=JSON
-            ) as response:
-                raw = await response.read()
-                if response.status != 200:
-                    raise _failure(response.status, raw)
+            raw = await response.read()
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise RunnerFailed(f"llama runner process is not answering: {exc}") from None
+        finally:
+            response.release()
+        if response.status != 200:
+            raise _failure(response.status, raw)
         return orjson.loads(raw)
 
     async def props(self) -> EngineProps:
@@ -96,12 +114,7 @@ class EngineClient:
 
         Leaving the iterator early closes the connection, which stops the generation.
         """
-        try:
-            response = await self.session.post(
-                self.base_url + "/completion", data=orjson.dumps(body), headers=JSON
-            )
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            raise RunnerFailed(f"llama runner process is not answering: {exc}") from None
+        response = await self._send("/completion", body)
         if response.status != 200:
             raw = await response.read()
             response.release()
